@@ -1,0 +1,1 @@
+"""The host as the kernel shows it: sysfs, PCI devices, the device catalog, platform facts, CC backends."""

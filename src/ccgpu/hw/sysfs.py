@@ -1,0 +1,141 @@
+"""`Sysfs(root)`: the one seam through which ccgpu touches the host.
+
+Every path is relative to a root (`/` in production, a host mount such as `/host` in a pod, a capture or a
+simulated host tree in tests). Paths that would leave the root -- absolute paths, `..` components, NUL bytes,
+or symlinks whose target lies outside the root -- are refused before any file is opened, so a hostile or
+garbled value (a PCI address read from a label, a link in a capture) can never reach another file.
+
+Writes follow the kernel's sysfs semantics: one `write(2)` of the whole value to an existing attribute, no
+create, no truncate-then-write games. The simulated host subclasses this class and applies the kernel's
+side effects in `write`; agent code is identical in both.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path, PurePosixPath
+
+
+class PathEscapeError(ValueError):
+    """A path that would resolve outside the Sysfs root."""
+
+
+class Sysfs:
+    """Root-relative, escape-proof access to host files."""
+
+    def __init__(self, root: str | os.PathLike[str] = "/") -> None:
+        self.root = Path(os.path.realpath(root))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.root)!r})"
+
+    # --- path validation ---------------------------------------------------------------------------
+    def path(self, rel: str | os.PathLike[str]) -> Path:
+        """The absolute on-disk path for `rel`, after checking it cannot escape the root."""
+        text = os.fspath(rel)
+        if not isinstance(text, str):
+            raise PathEscapeError(f"path must be text, got {type(text).__name__}")
+        if "\x00" in text:
+            raise PathEscapeError(f"path {text!r} contains a NUL byte")
+        pure = PurePosixPath(text)
+        if pure.is_absolute():
+            raise PathEscapeError(f"path {text!r} is absolute; Sysfs paths are relative to the root {self.root}")
+        if ".." in pure.parts:
+            raise PathEscapeError(f"path {text!r} contains '..'; Sysfs paths may not leave the root")
+        candidate = self.root.joinpath(pure)
+        resolved = Path(os.path.realpath(candidate))
+        if resolved != self.root and self.root not in resolved.parents:
+            raise PathEscapeError(f"path {text!r} resolves to {resolved}, outside the root {self.root}")
+        return candidate
+
+    def relative(self, absolute: str | os.PathLike[str]) -> str:
+        """Turn an absolute on-disk path under the root back into a root-relative path."""
+        resolved = Path(os.path.realpath(absolute))
+        if resolved != self.root and self.root not in resolved.parents:
+            raise PathEscapeError(f"{resolved} is outside the root {self.root}")
+        return str(resolved.relative_to(self.root))
+
+    # --- reads -----------------------------------------------------------------------------------------
+    def read(self, rel: str) -> str:
+        """An attribute's text with the trailing newline removed (sysfs attributes end in one)."""
+        return self.read_bytes(rel).decode("utf-8", errors="strict").rstrip("\n")
+
+    def read_bytes(self, rel: str) -> bytes:
+        with open(self.path(rel), "rb") as f:
+            return f.read()
+
+    def readlink(self, rel: str) -> str:
+        """The raw target of a symlink (as the kernel wrote it, usually relative)."""
+        return os.readlink(self.path(rel))
+
+    def realpath(self, rel: str) -> str:
+        """The root-relative path a (chain of) symlink(s) resolves to."""
+        return self.relative(self.path(rel))
+
+    def listdir(self, rel: str) -> list[str]:
+        """Directory entries, sorted so callers see a stable order."""
+        return sorted(os.listdir(self.path(rel)))
+
+    def exists(self, rel: str) -> bool:
+        try:
+            return os.path.lexists(self.path(rel))
+        except PathEscapeError:
+            return False
+
+    def is_dir(self, rel: str) -> bool:
+        try:
+            return os.path.isdir(self.path(rel))
+        except PathEscapeError:
+            return False
+
+    def is_link(self, rel: str) -> bool:
+        try:
+            return os.path.islink(self.path(rel))
+        except PathEscapeError:
+            return False
+
+    # --- writes ------------------------------------------------------------------------------------
+    def write(self, rel: str, value: str) -> None:
+        """Write an attribute the way `echo value > attr` does: one write(2), no create, no truncate."""
+        fd = os.open(self.path(rel), os.O_WRONLY)
+        try:
+            data = value.encode()
+            written = os.write(fd, data)
+            if written != len(data):
+                raise OSError(errno.EIO, f"short write to {rel}: {written} of {len(data)} bytes")
+        finally:
+            os.close(fd)
+
+    def write_file(self, rel: str, data: str | bytes, mode: int = 0o644) -> None:
+        """Create or replace a regular file atomically (temp file in the same directory, fsync, rename).
+
+        For files ccgpu owns (readiness files, CDI specs, containerd drop-ins), never for kernel attributes.
+        """
+        target = self.path(rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        payload = data.encode() if isinstance(data, str) else data
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, mode)
+            os.replace(tmp, target)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def remove(self, rel: str, missing_ok: bool = True) -> None:
+        """Remove a file ccgpu owns."""
+        try:
+            os.unlink(self.path(rel))
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+
+    def makedirs(self, rel: str) -> None:
+        self.path(rel).mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,57 @@
+import errno
+import os
+
+import pytest
+
+from ccgpu.hw.sysfs import PathEscapeError, Sysfs
+
+
+@pytest.fixture
+def root(tmp_path):
+    r = tmp_path / "root"
+    (r / "sys/bus/pci/devices").mkdir(parents=True)
+    (r / "sys/attr").write_text("0x10de\n")
+    (tmp_path / "secret").write_text("outside")
+    return r
+
+
+def test_read_strips_the_trailing_newline_sysfs_adds(root):
+    assert Sysfs(root).read("sys/attr") == "0x10de"
+
+
+@pytest.mark.parametrize("bad", ["/etc/passwd", "../secret", "sys/../../secret", "sys/\x00x"])
+def test_paths_leaving_the_root_are_refused_before_any_access(root, bad):
+    with pytest.raises(PathEscapeError):
+        Sysfs(root).read(bad)
+    assert not Sysfs(root).exists(bad)
+
+
+def test_symlink_pointing_outside_the_root_is_refused(root, tmp_path):
+    os.symlink(tmp_path / "secret", root / "sys/evil")
+    os.symlink("../../secret", root / "sys/evil-rel")
+    for link in ("sys/evil", "sys/evil-rel"):
+        with pytest.raises(PathEscapeError, match="outside the root"):
+            Sysfs(root).read(link)
+
+
+def test_symlink_inside_the_root_resolves(root):
+    (root / "sys/devices/pci0000:00/0000:00:06.0").mkdir(parents=True)
+    os.symlink("../../../devices/pci0000:00/0000:00:06.0", root / "sys/bus/pci/devices/0000:00:06.0")
+    fs = Sysfs(root)
+    assert fs.realpath("sys/bus/pci/devices/0000:00:06.0") == "sys/devices/pci0000:00/0000:00:06.0"
+    assert fs.readlink("sys/bus/pci/devices/0000:00:06.0").startswith("../")
+
+
+def test_write_to_missing_attribute_is_enoent_like_the_kernel(root):
+    with pytest.raises(OSError) as e:
+        Sysfs(root).write("sys/nope", "1")
+    assert e.value.errno == errno.ENOENT
+    assert not (root / "sys/nope").exists()
+
+
+def test_write_file_is_atomic_and_leaves_no_temp_files(root):
+    fs = Sysfs(root)
+    fs.write_file("run/nvidia/validations/workload-type", "vm-passthrough")
+    fs.write_file("run/nvidia/validations/workload-type", "container")
+    assert fs.read("run/nvidia/validations/workload-type") == "container"
+    assert fs.listdir("run/nvidia/validations") == ["workload-type"]
