@@ -64,3 +64,32 @@ class BDF:
     def sysfs_path(self) -> str:
         """Root-relative sysfs directory of this function."""
         return f"sys/bus/pci/devices/{self}"
+
+
+class SysfsFormatError(ValueError):
+    """A sysfs attribute whose content is not what the kernel writes there (empty, non-hex, truncated)."""
+
+
+@dataclass(frozen=True)
+class PCIDevice:
+    """One PCI function as sysfs shows it. Built by `read_device`/`enumerate_devices`; never mutated."""
+
+    bdf: BDF
+    vendor: int
+    device: int
+    subsystem_vendor: int
+    subsystem_device: int
+    class_code: int  # 24-bit class, e.g. 0x030200 (3D controller)
+    revision: int
+    modalias: str
+    driver: str | None  # name of the bound driver (basename of the `driver` link), None if unbound
+    driver_override: str | None  # None when the kernel shows "(null)"
+    iommu_group: int | None
+    numa_node: int | None  # None when the kernel shows -1
+    vfio_dev: str | None  # e.g. "vfio3" from `vfio-dev/` (iommufd cdev), None without one
+    physfn: BDF | None  # the PF of an SR-IOV VF, None for a physical function
+    consumers: tuple[BDF, ...] = ()  # aux functions linked as `consumer:pci:<bdf>` (e.g. HDMI audio)
+
+    @property
+    def is_virtual_function(self) -> bool:
+        return self.physfn is not None
