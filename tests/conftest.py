@@ -24,3 +24,18 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def shared() -> Path:
     return shared_dir()
+
+
+def ccgpu_command(*args: str) -> list[str]:
+    """argv that runs this checkout's `ccgpu` CLI in a subprocess (use with `ccgpu_env()`)."""
+    import sys
+
+    return [sys.executable, "-m", "ccgpu", *args]
+
+
+def ccgpu_env(**extra: str) -> dict[str, str]:
+    """Environment for a `ccgpu` subprocess: this checkout's src first on PYTHONPATH."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "src"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.update(extra)
+    return env
