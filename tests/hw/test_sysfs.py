@@ -55,3 +55,14 @@ def test_write_file_is_atomic_and_leaves_no_temp_files(root):
     fs.write_file("run/nvidia/validations/workload-type", "container")
     assert fs.read("run/nvidia/validations/workload-type") == "container"
     assert fs.listdir("run/nvidia/validations") == ["workload-type"]
+
+
+def test_readlink_of_a_link_to_outside_returns_the_target_without_following_it(root):
+    """/proc/<pid>/fd/<n> links point at /dev/vfio/<group>: readable as text, never opened."""
+    (root / "proc/42/fd").mkdir(parents=True)
+    os.symlink("/dev/vfio/12", root / "proc/42/fd/7")
+    fs = Sysfs(root)
+    assert fs.readlink("proc/42/fd/7") == "/dev/vfio/12"
+    assert fs.exists("proc/42/fd/7") and fs.is_link("proc/42/fd/7")
+    with pytest.raises(PathEscapeError):
+        fs.read("proc/42/fd/7")

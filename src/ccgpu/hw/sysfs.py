@@ -32,8 +32,12 @@ class Sysfs:
         return f"{type(self).__name__}({str(self.root)!r})"
 
     # --- path validation ---------------------------------------------------------------------------
-    def path(self, rel: str | os.PathLike[str]) -> Path:
-        """The absolute on-disk path for `rel`, after checking it cannot escape the root."""
+    def path(self, rel: str | os.PathLike[str], follow: bool = True) -> Path:
+        """The absolute on-disk path for `rel`, after checking it cannot escape the root.
+
+        With `follow=False` (lstat-like uses: readlink, exists, is_link, remove) only the parent directory must
+        resolve inside the root; the last component may be a link to anywhere, since it is not followed.
+        """
         text = os.fspath(rel)
         if not isinstance(text, str):
             raise PathEscapeError(f"path must be text, got {type(text).__name__}")
@@ -45,7 +49,7 @@ class Sysfs:
         if ".." in pure.parts:
             raise PathEscapeError(f"path {text!r} contains '..'; Sysfs paths may not leave the root")
         candidate = self.root.joinpath(pure)
-        resolved = Path(os.path.realpath(candidate))
+        resolved = Path(os.path.realpath(candidate if follow else candidate.parent))
         if resolved != self.root and self.root not in resolved.parents:
             raise PathEscapeError(f"path {text!r} resolves to {resolved}, outside the root {self.root}")
         return candidate
@@ -68,7 +72,7 @@ class Sysfs:
 
     def readlink(self, rel: str) -> str:
         """The raw target of a symlink (as the kernel wrote it, usually relative)."""
-        return os.readlink(self.path(rel))
+        return os.readlink(self.path(rel, follow=False))
 
     def realpath(self, rel: str) -> str:
         """The root-relative path a (chain of) symlink(s) resolves to."""
@@ -80,7 +84,7 @@ class Sysfs:
 
     def exists(self, rel: str) -> bool:
         try:
-            return os.path.lexists(self.path(rel))
+            return os.path.lexists(self.path(rel, follow=False))
         except PathEscapeError:
             return False
 
@@ -92,7 +96,7 @@ class Sysfs:
 
     def is_link(self, rel: str) -> bool:
         try:
-            return os.path.islink(self.path(rel))
+            return os.path.islink(self.path(rel, follow=False))
         except PathEscapeError:
             return False
 
@@ -132,7 +136,7 @@ class Sysfs:
     def remove(self, rel: str, missing_ok: bool = True) -> None:
         """Remove a file ccgpu owns."""
         try:
-            os.unlink(self.path(rel))
+            os.unlink(self.path(rel, follow=False))
         except FileNotFoundError:
             if not missing_ok:
                 raise
