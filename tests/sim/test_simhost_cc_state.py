@@ -125,3 +125,11 @@ def test_concurrent_writers_in_two_processes_lose_no_update(host):
     reopened = SimulatedHost.open(host.root)
     assert {reopened.device(b).driver for b in gpus} == {"vfio-pci"}
     assert len([n for n in os.listdir(host.root / "dev/vfio") if n.isdigit()]) == 8
+
+
+def test_device_handle_gives_catalog_model_and_bar0_for_the_emulator(host):
+    gpu = host.gpu(GPU)
+    assert gpu.model.short_name == "H100 SXM5 80GB" and gpu.model.cc_capable
+    first_line = (host.root / f"sys/bus/pci/devices/{GPU}/resource").read_text().split()[0]
+    assert gpu.bar0 == int(first_line, 16) != 0
+    assert host.gpu(host.nvswitches()[0]).model.kind.value == "nvswitch"
