@@ -227,11 +227,10 @@ def check_cpu_tee(f: PlatformFacts) -> Check:
             "initialisation error (update the SEV firmware / BIOS).",
         )
     if _is_intel(f):
+        why = "kvm_intel has no tdx parameter (not loaded, or a kernel without TDX host support)" if f.tdx is None \
+            else "kvm_intel parameter tdx=N"
         return Check(
-            "cpu-tee", Status.FAIL,
-            "Intel TDX is off: "
-            + ("kvm_intel is not loaded" if f.tdx is None and f.cpu_vendor == "GenuineIntel" and
-               "vmx" not in f.cpu_flags else "kvm_intel parameter tdx is not Y"),
+            "cpu-tee", Status.FAIL, f"Intel TDX is off: {why}",
             "Enable in BIOS: Memory Encryption (TME), TME-MT, Trust Domain Extension (TDX), the SEAM loader and a "
             "non-zero TME-MT/TDX key split; boot a host kernel with TDX host support (Linux 6.16 or newer) and "
             "load kvm_intel with tdx=1 ('options kvm_intel tdx=1' in /etc/modprobe.d/kvm-intel.conf).",
