@@ -46,6 +46,7 @@ def doctor(
     from rich.console import Console
 
     from ccgpu.hw import doctor as doc
+    from ccgpu.hw.doctor_output import render_table, report_json
 
     try:
         wl = doc.Workload.parse(workload)
@@ -55,9 +56,9 @@ def doctor(
         raise typer.BadParameter(f"{root!r} is not a directory; give a host root such as / or /host", param_hint="--root")
     report = doc.diagnose(root, wl)
     if json_output:
-        typer.echo(json.dumps(report.to_json(), indent=2))
+        typer.echo(json.dumps(report_json(report), indent=2))
     else:
-        doc.render_table(report, Console())
+        render_table(report, Console())
     raise typer.Exit(0 if report.ready else 1)
 
 

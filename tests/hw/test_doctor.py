@@ -6,6 +6,7 @@ from typer.testing import CliRunner
 
 from ccgpu.cli import app
 from ccgpu.hw.doctor import Status, Workload, diagnose, run_checks
+from ccgpu.hw.doctor_output import report_json
 from ccgpu.hw.pci import BDF, PCIDevice
 from ccgpu.hw.platform import PlatformFacts
 from tests.conftest import ccgpu_command, ccgpu_env
@@ -190,7 +191,7 @@ def test_json_keys_are_exactly_the_ones_readme_documents(snp_8xh100, shared):
 
     readme = (REPO_ROOT / "README.md").read_text()
     section = readme.split("## ccgpu doctor", 1)[1].split("\n## ", 1)[0]
-    doc = diagnose(str(snp_8xh100.root)).to_json()
+    doc = report_json(diagnose(str(snp_8xh100.root)))
     keys = set(doc) | {f"host.{k}" for k in doc["host"]} | {f"checks[].{k}" for k in doc["checks"][0]} | {
         f"devices[].{k}" for k in doc["devices"][0]}
     documented = {k for k in keys if f"`{k}`" in section}

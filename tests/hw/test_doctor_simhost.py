@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from ccgpu.cli import app
 from ccgpu.hw.doctor import Status, diagnose
+from ccgpu.hw.doctor_output import report_json
 from ccgpu.sim.host import SimulatedHost
 
 
@@ -100,13 +101,13 @@ def test_tdx_host_with_8_b200_passes_on_vfio(make_host):
 
 
 def test_grace_hopper_gets_the_nvgrace_variant_driver_from_modules_alias(make_host):
-    doc = diagnose(str(make_host("1xgh200-notee").root)).to_json()
+    doc = report_json(diagnose(str(make_host("1xgh200-notee").root)))
     [gh200] = [d for d in doc["devices"] if d["kind"] == "gpu"]
     assert gh200["vfioDriver"] == "nvgrace_gpu_vfio_pci"
 
 
 def test_vga_mode_h100_pcie_lists_its_hdmi_audio_consumer(make_host):
-    doc = diagnose(str(make_host("1xh100-pcie-snp").root)).to_json()
+    doc = report_json(diagnose(str(make_host("1xh100-pcie-snp").root)))
     [gpu] = [d for d in doc["devices"] if d["kind"] == "gpu"]
     assert gpu["classCode"] == "0x030000" and len(gpu["consumers"]) == 1
 

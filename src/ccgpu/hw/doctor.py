@@ -2,7 +2,7 @@
 
 `run_checks(facts, devices, workload)` is pure: it turns platform facts and the NVIDIA PCI devices into a
 `Report` of checks (`pass`/`warn`/`fail`, a finding, and a remedy naming the exact fix). `diagnose(root)` is
-the thin collector around it; `render_table` and `Report.to_json` present it. The host is ready when no check
+the thin collector around it; `doctor_output` presents it (table, JSON). The host is ready when no check
 fails; warnings name things worth fixing that do not stop a confidential pod.
 """
 
@@ -12,14 +12,11 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
 from ccgpu.hw import catalog
 from ccgpu.hw.pci import PCIDevice, SysfsFormatError, scan_devices
 from ccgpu.hw.platform import PlatformFacts, module_key, read_platform
 from ccgpu.hw.sysfs import PathEscapeError, Sysfs
-
-SCHEMA_VERSION = 1
 
 
 class Status(StrEnum):
@@ -50,9 +47,6 @@ class Check:
     finding: str  # what the host shows
     remedy: str | None = None  # the exact fix; None when nothing is to be done
 
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "status": self.status.value, "finding": self.finding, "remedy": self.remedy}
-
 
 @dataclass(frozen=True)
 class Report:
@@ -69,89 +63,6 @@ class Report:
     @property
     def failed(self) -> tuple[Check, ...]:
         return tuple(c for c in self.checks if c.status is Status.FAIL)
-
-    def to_json(self) -> dict[str, Any]:
-        """The stable `--json` object (documented in README.md, "ccgpu doctor")."""
-        return {
-            "schemaVersion": SCHEMA_VERSION,
-            "ready": self.ready,
-            "workload": self.workload.value,
-            "root": self.root,
-            "host": host_json(self.facts),
-            "checks": [c.to_json() for c in self.checks],
-            "devices": [device_json(d, self.facts) for d in self.devices],
-        }
-
-
-# --- JSON views -------------------------------------------------------------------------------------------
-
-MODULES_OF_INTEREST = (
-    "kvm_amd", "kvm_intel", "vfio", "vfio_pci", "vfio_iommu_type1", "iommufd", "nvgrace_gpu_vfio_pci", "nvidia",
-    "nouveau",
-)
-
-
-def module_state(facts: PlatformFacts, name: str) -> str:
-    """`loaded`, `builtin`, `available` (modules.alias names it) or `absent`."""
-    key = module_key(name)
-    if key in facts.modules_loaded:
-        return "loaded"
-    if key in facts.modules_builtin:
-        return "builtin"
-    if facts.module_available(name):
-        return "available"
-    return "absent"
-
-
-def host_json(f: PlatformFacts) -> dict[str, Any]:
-    return {
-        "cpuVendor": f.cpu_vendor,
-        "hypervisor": f.hypervisor,
-        "tee": f.tee,
-        "sev": f.sev,
-        "sevEs": f.sev_es,
-        "sevSnp": f.sev_snp,
-        "tdx": f.tdx,
-        "sevAsids": f.sev_asids,
-        "sevEsAsids": f.sev_es_asids,
-        "tdxKeys": f.tdx_keys,
-        "iommuGroups": len(f.iommu_groups),
-        "iommuUnits": list(f.iommu_units),
-        "iommufd": f.iommufd,
-        "vfioContainer": f.vfio_container,
-        "kernelRelease": f.kernel_release,
-        "cmdline": list(f.cmdline),
-        "lockdown": f.lockdown,
-        "modules": {m: module_state(f, m) for m in MODULES_OF_INTEREST},
-    }
-
-
-def device_json(d: PCIDevice, facts: PlatformFacts) -> dict[str, Any]:
-    model = d.model
-    return {
-        "bdf": str(d.bdf),
-        "kind": model.kind.value if model else "other",
-        "vendorId": f"0x{d.vendor:04x}",
-        "deviceId": f"0x{d.device:04x}",
-        "subsystemVendorId": f"0x{d.subsystem_vendor:04x}",
-        "subsystemDeviceId": f"0x{d.subsystem_device:04x}",
-        "classCode": f"0x{d.class_code:06x}",
-        "revision": f"0x{d.revision:02x}",
-        "model": model.name if model else None,
-        "arch": model.arch.value if model else None,
-        "knownModel": model.known if model else False,
-        "ccCapable": model.cc_capable if model else False,
-        "ppcieCapable": model.ppcie_capable if model else False,
-        "resourceName": f"nvidia.com/{model.resource_name}" if model else None,
-        "driver": d.driver,
-        "driverOverride": d.driver_override,
-        "vfioDriver": facts.vfio_driver_for(d.modalias),
-        "iommuGroup": d.iommu_group,
-        "numaNode": d.numa_node,
-        "vfioDev": d.vfio_dev,
-        "physfn": str(d.physfn) if d.physfn else None,
-        "consumers": [str(c) for c in d.consumers],
-    }
 
 
 # --- the checks (pure) --------------------------------------------------------------------------------------
@@ -332,7 +243,7 @@ def check_cmdline(f: PlatformFacts) -> Check:
 
 def check_vfio_modules(f: PlatformFacts, gpus: Sequence[PCIDevice]) -> Check:
     needed = sorted({f.vfio_driver_for(g.modalias) for g in gpus} | {"vfio-pci"})
-    states = {m: module_state(f, m) for m in needed}
+    states = {m: f.module_state(m) for m in needed}
     backend = ", ".join(b for b, on in (("iommufd /dev/iommu", f.iommufd), ("legacy /dev/vfio/vfio",
                                                                           f.vfio_container)) if on)
     summary = ", ".join(f"{m} {s}" for m, s in states.items()) + (f"; VFIO backend: {backend}" if backend else "")
@@ -571,30 +482,3 @@ def diagnose(root: str = "/", workload: Workload | str = Workload.VM_PASSTHROUGH
         )
         return Report(wl, (check_pci_scan(c.errors), bad), c.facts, c.devices, str(fs.root))
     return run_checks(c.facts, c.devices, wl, c.errors, str(fs.root))
-
-
-# --- presentation ---------------------------------------------------------------------------------------------
-
-_STYLE = {Status.PASS: ("green", "PASS"), Status.WARN: ("yellow", "WARN"), Status.FAIL: ("bold red", "FAIL")}
-
-
-def render_table(report: Report, console) -> None:
-    """A rich table of the checks, then a one-line verdict."""
-    from rich.table import Table
-    from rich.text import Text
-
-    # Cells are Text, never markup: findings hold "[H100 SXM5 80GB]" and BDFs like "0000:ab:00.0", which rich
-    # would otherwise read as a style tag and an :ab: emoji code.
-    table = Table(title=Text(f"ccgpu doctor: {report.root} for {report.workload.value}"), show_lines=True)
-    for col in ("Status", "Check", "Finding", "Remedy"):
-        table.add_column(col, overflow="fold")
-    for c in report.checks:
-        style, word = _STYLE[c.status]
-        table.add_row(Text(word, style=style), Text(c.id), Text(c.finding), Text(c.remedy or ""))
-    console.print(table)
-    if report.ready:
-        verdict = Text.assemble(("READY", "green"), f": this host can run {report.workload.value} GPU pods.")
-    else:
-        ids = ", ".join(c.id for c in report.failed)
-        verdict = Text.assemble(("NOT READY", "bold red"), f": {len(report.failed)} check(s) failed: {ids}.")
-    console.print(verdict)

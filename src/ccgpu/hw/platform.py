@@ -91,6 +91,17 @@ class PlatformFacts:
         n = module_key(name)
         return self.module_present(name) or any(module_key(a.module) == n for a in self.vfio_aliases)
 
+    def module_state(self, name: str) -> str:
+        """`loaded`, `builtin`, `available` (modules.alias names it) or `absent`."""
+        key = module_key(name)
+        if key in self.modules_loaded:
+            return "loaded"
+        if key in self.modules_builtin:
+            return "builtin"
+        if self.module_available(name):
+            return "available"
+        return "absent"
+
     def cmdline_value(self, key: str) -> str | None:
         """The last `key=value` on the kernel command line (the kernel honours the last), None if absent."""
         value = None
