@@ -29,6 +29,39 @@ def version() -> None:
     typer.echo(__version__)
 
 
+@app.command()
+def doctor(
+    root: Annotated[
+        str, typer.Option("--root", help="Host root to inspect: / on the node, a host mount, a capture.")
+    ] = "/",
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the stable JSON report (README: ccgpu doctor).")
+    ] = False,
+    workload: Annotated[str, typer.Option("--workload", help="vm-passthrough or container.")] = "vm-passthrough",
+) -> None:
+    """Preflight a node for confidential GPU pods and name the fix for each problem."""
+    import json
+    import os
+
+    from rich.console import Console
+
+    from ccgpu.hw import doctor as doc
+    from ccgpu.hw.doctor_output import render_table, report_json
+
+    try:
+        wl = doc.Workload.parse(workload)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--workload") from None
+    if not os.path.isdir(root):
+        raise typer.BadParameter(f"{root!r} is not a directory; give a host root such as / or /host", param_hint="--root")
+    report = doc.diagnose(root, wl)
+    if json_output:
+        typer.echo(json.dumps(report_json(report), indent=2))
+    else:
+        render_table(report, Console())
+    raise typer.Exit(0 if report.ready else 1)
+
+
 @sim_app.command("host")
 def sim_host(
     directory: Annotated[
