@@ -20,8 +20,10 @@ from ccgpu.attest.trustee_evidence import (
     snp_evidence_to_json,
     snp_report_from_json,
     snp_report_to_json,
+    verify_nvidia_json,
+    verify_snp_json,
 )
-from ccgpu.sim.tee import SimulatedSnpPlatform
+from ccgpu.sim.tee import SimulatedGpu, SimulatedSnpPlatform
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=8),
@@ -144,3 +146,26 @@ def test_nvidia_evidence_that_is_not_base64_is_named():
                 ]
             }
         )
+
+
+def test_snp_json_verification_takes_the_vcek_from_the_cert_chain(milan):
+    wire = snp_evidence_to_json(milan.report(), {"VCEK": milan.vek_der})
+    assert (
+        verify_snp_json(wire, chain_pem=milan.chain_pem, expected_report_data=None)["signing_key"] == "vcek"
+    )
+    with pytest.raises(VerificationError, match="carries no VCEK/VLEK"):
+        verify_snp_json(
+            snp_evidence_to_json(milan.report()), chain_pem=milan.chain_pem, expected_report_data=None
+        )
+
+
+def test_nvidia_json_verification_gives_claims_per_gpu_in_order(sim_gpu):
+    nonce = b"\x03" * 32
+    other = SimulatedGpu(uuid="GPU-second")
+    wire = {"device_evidence_list": [sim_gpu.evidence_list_entry(nonce), other.evidence_list_entry(nonce)]}
+    with pytest.raises(VerificationError) as err:  # each GPU must chain to the one trusted root
+        verify_nvidia_json(wire, root_pem=sim_gpu.root_pem, expected_nonce=nonce)
+    assert err.value.check == "nvidia.root"
+    wire["device_evidence_list"].pop()
+    [claims] = verify_nvidia_json(wire, root_pem=sim_gpu.root_pem, expected_nonce=nonce)
+    assert claims["uuid"] == sim_gpu.uuid

@@ -39,11 +39,11 @@ def verify_device_chain(
     """Verify the leaf-first PEM chain up to `root`; return it (root included)."""
     certs = load_pem_certificates(chain_pem, what="GPU certificate chain", check="nvidia.chain")
     if certs[-1] != root:
-        if certs[-1].issuer != root.subject:
+        if certs[-1].issuer != root.subject or certs[-1].issuer == certs[-1].subject:
             raise VerificationError(
                 "nvidia.root",
                 f"GPU certificate chain ends at {common_name(certs[-1])!r}, which is neither the trusted root "
-                f"{common_name(root)!r} nor issued by it",
+                f"{common_name(root)!r} nor issued by it (a self-signed root must be the trusted one itself)",
             )
         certs.append(root)
     if len(certs) < 2:

@@ -17,8 +17,10 @@ import string
 from dataclasses import dataclass
 from typing import Any
 
-from ccgpu.attest.errors import EvidenceFormatError
-from ccgpu.attest.snp import AttestationReport, Generation, TcbVersion
+from ccgpu.attest.errors import EvidenceFormatError, VerificationError
+from ccgpu.attest.snp import AttestationReport, Generation, SigningKey, TcbVersion
+from ccgpu.attest.verify_gpu import verify_gpu_evidence
+from ccgpu.attest.verify_snp import verify_snp_evidence
 
 _BYTE_FIELDS = {
     "family_id": 16,
@@ -276,3 +278,52 @@ def nvidia_evidence_to_json(items: list[GpuEvidence]) -> dict:
             for item in items
         ]
     }
+
+
+def verify_snp_json(
+    obj: Any,
+    *,
+    chain_pem: bytes | None,
+    expected_report_data: bytes | None,
+    vcek_der: bytes | None = None,
+    expected_host_data: bytes | None = None,
+) -> dict:
+    """Verify Trustee-shaped SNP evidence; the VCEK/VLEK comes from `cert_chain` unless `vcek_der` is given.
+
+    Which of a sent VCEK/VLEK is used follows the report's key_info. An ASK/ARK sent by the guest is ignored:
+    trust comes from `chain_pem` or AMD's built-in roots.
+    """
+    evidence = snp_evidence_from_json(obj)
+    vlek_der = None
+    if vcek_der is None:
+        if AttestationReport.parse(evidence.report).keys.signing_key is SigningKey.VLEK:
+            vlek_der = evidence.certs.get("VLEK")
+        else:
+            vcek_der = evidence.certs.get("VCEK")
+        if vcek_der is None and vlek_der is None:
+            raise VerificationError(
+                "snp.endorsement", "SNP evidence carries no VCEK/VLEK in cert_chain and none was configured"
+            )
+    return verify_snp_evidence(
+        evidence.report,
+        vcek_der=vcek_der,
+        vlek_der=vlek_der,
+        chain_pem=chain_pem,
+        expected_report_data=expected_report_data,
+        expected_host_data=expected_host_data,
+    )
+
+
+def verify_nvidia_json(obj: Any, *, root_pem: bytes | None, expected_nonce: bytes | None) -> list[dict]:
+    """Verify every GPU of a `device_evidence_list`; claims in list order (submods gpu0, gpu1, ...)."""
+    return [
+        verify_gpu_evidence(
+            item.evidence,
+            item.certificate_pem,
+            root_pem=root_pem,
+            expected_nonce=expected_nonce,
+            uuid=item.uuid,
+            arch=item.arch,
+        )
+        for item in nvidia_evidence_from_json(obj)
+    ]
