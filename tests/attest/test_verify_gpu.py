@@ -175,3 +175,19 @@ def test_truncated_or_garbled_evidence_raises_only_verification_errors(gpu_vecto
     evidence = gpu_vector.evidence[:blob] if isinstance(blob, int) else blob
     with pytest.raises(VerificationError):
         verify_real(gpu_vector, evidence)
+
+
+def test_a_remembered_chain_is_still_checked_for_validity_at_each_call(gpu_vector):
+    verify_real(gpu_vector)  # verified once: its signatures are remembered
+    with pytest.raises(VerificationError, match="is not valid before"):
+        verify_real(gpu_vector, now=datetime(2019, 1, 1, tzinfo=UTC))
+
+
+def test_a_chain_that_failed_is_not_remembered_as_good(sim_gpu):
+    evidence = sim_gpu.evidence(bytes(32))
+    for _ in range(2):
+        with pytest.raises(VerificationError):
+            verify_gpu_evidence(evidence, sim_gpu.cert_chain_pem, root_pem=None, expected_nonce=None)
+    assert verify_gpu_evidence(
+        evidence, sim_gpu.cert_chain_pem, root_pem=sim_gpu.root_pem, expected_nonce=None
+    )

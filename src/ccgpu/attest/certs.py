@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from datetime import UTC, datetime
 from importlib import resources
@@ -14,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ccgpu.attest.errors import VerificationError
 
 
+@functools.cache
 def builtin_pem(name: str) -> bytes:
     """A vendor root shipped in ccgpu/attest/roots (AMD ARK/ASK/ASVK per generation, NVIDIA device root)."""
     return resources.files("ccgpu.attest").joinpath("roots", name).read_bytes()
