@@ -247,3 +247,12 @@ def test_endorsement_key_must_be_given_exactly_once(snp_vector):
 def test_garbled_reports_raise_only_verification_errors(snp_vector, blob):
     with pytest.raises(VerificationError):
         verify_real(blob, snp_vector)
+
+
+def test_amds_serial_zero_vcek_verifies_without_deprecation_noise(snp_vector):
+    """AMD issues VCEKs with serial number 0; cryptography warns about it, the verifier must not leak that."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        verify_real(snp_vector.report, snp_vector)
