@@ -35,6 +35,7 @@ def flip(blob: bytes, bit: int) -> bytes:
 
 
 def test_real_trustee_report_verifies_against_its_vcek_and_the_milan_ark_ask(snp_vector):
+    """The vector is a version 2 report: Trustee's verifier wants 3..5 (attestation.md §1.7), ccgpu takes 2..5."""
     claims = verify_real(snp_vector.report, snp_vector)
     assert claims["generation"] == "Milan" and claims["signing_key"] == "vcek"
     assert claims["reported_tcb_bootloader"] == 3 and claims["reported_tcb_microcode"] == 115
