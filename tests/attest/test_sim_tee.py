@@ -72,3 +72,13 @@ def test_evidence_list_entry_is_base64_of_evidence_and_pem_chain(sim_gpu):
 def test_two_simulated_gpus_have_different_identities():
     a, b = SimulatedGpu(), SimulatedGpu()
     assert a.fwid != b.fwid and a.root_pem != b.root_pem
+
+
+def test_simulated_guest_measurement_is_exposed_for_reference_values(milan):
+    from ccgpu.attest import verify_snp_evidence
+
+    claims = verify_snp_evidence(
+        milan.report(), vcek_der=milan.vek_der, chain_pem=milan.chain_pem, expected_report_data=None
+    )
+    assert claims["measurement"] == milan.measurement.hex()
+    assert claims["reported_tcb_snp"] == milan.tcb.snp
