@@ -107,3 +107,15 @@ async def wait_for(cond: Callable[[], Any], timeout: float = 5.0, interval: floa
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+
+
+async def watch_events(session: Any, url: str, **params: Any) -> Any:
+    """Yield parsed watch events from a raw `?watch=1` stream until the server ends it."""
+    import json
+
+    params = {"watch": "1", **{k: str(v) for k, v in params.items()}}
+    async with session.get(url, params=params) as r:
+        assert r.status == 200, await r.text()
+        async for line in r.content:
+            if line.strip():
+                yield json.loads(line)

@@ -96,6 +96,8 @@ class ApiApp:
         verb = self._verb(request, route)
         resource = route.rt.plural + (f"/{route.subresource}" if route.subresource else "")
         code = 500
+        if verb == "watch":  # a watch is counted when it starts: it may stream for as long as the client likes
+            self.metrics.record(verb, resource, 200)
         try:
             delay = self.faults.latency_for(verb, resource)
             if delay:
@@ -114,7 +116,8 @@ class ApiApp:
             code = 500
             return _json(ApiError(500, "InternalError", f"Internal error occurred: {e}").status(), 500)
         finally:
-            self.metrics.record(verb, resource, code)
+            if verb != "watch" or code != 200:
+                self.metrics.record(verb, resource, code)
 
     # --- discovery -----------------------------------------------------------------------------------
     def _discovery(self, path: str) -> web.Response | None:
@@ -360,8 +363,8 @@ class ApiApp:
             if bookmarks and deadline is not None:
                 await resp.write(self._bookmark(rt, last_rv).encode())
             return resp
-        except (ConnectionResetError, asyncio.CancelledError):
-            raise
+        except ConnectionResetError:  # the client went away: its stream simply ends
+            return resp
         finally:
             self.store.unsubscribe(watcher)
 

@@ -200,8 +200,19 @@ class Verbs:
         """What each type's create strategy resets: status written only through /status, defaults."""
         if rt.custom and rt.status:
             obj.pop("status", None)
-        elif rt.key in (("apps", "daemonsets"), ("apps", "deployments")):
+        elif rt.key == ("apps", "daemonsets"):
+            obj["status"] = {"currentNumberScheduled": 0, "numberMisscheduled": 0, "desiredNumberScheduled": 0,
+                             "numberReady": 0}
+            spec = obj.setdefault("spec", {})
+            spec.setdefault("revisionHistoryLimit", 10)
+            spec.setdefault("updateStrategy", {"type": "RollingUpdate",
+                                               "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}})
+        elif rt.key == ("apps", "deployments"):
             obj["status"] = {}
+            spec = obj.setdefault("spec", {})
+            spec.setdefault("replicas", 1)
+            spec.setdefault("revisionHistoryLimit", 10)
+            spec.setdefault("progressDeadlineSeconds", 600)
         elif rt.key == ("", "pods"):
             obj["status"] = {"phase": "Pending"}
             obj.setdefault("spec", {})
