@@ -310,6 +310,8 @@ class ApiApp:
             sent = 0
             chunks: list[str] = []
             for ev in initial:
+                if drop_after is not None and sent >= drop_after:
+                    break
                 line = self._event_line(rt, ev, pred, table, q)
                 if line:
                     chunks.append(line)
