@@ -77,7 +77,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=50)
     args = ap.parse_args()
     shared = Path(os.environ.get("CCGPU_SHARED", Path(__file__).resolve().parent.parent.parent / "shared"))
-    with tempfile.TemporaryDirectory() as tmp:
+    scratch = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # in memory, like real sysfs
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         root = Path(args.root) if args.root else Path(tmp)
         if not args.root:
             build_host(root, shared / "fixtures" / "h100-sxm5-80gb", args.gpus, args.others)

@@ -117,3 +117,21 @@ def test_table_prints_bdfs_and_model_brackets_verbatim_not_as_emoji_or_markup(ma
     result = CliRunner(env={"COLUMNS": "400"}).invoke(app, ["doctor", "--root", str(host.root)])
     assert "gpu/0000:ab:00.0" in result.output and "GH100 [H100 SXM5 80GB]" in result.output
     assert "\N{NEGATIVE SQUARED AB}" not in result.output
+
+
+def test_doctor_only_reads_the_host_tree_is_byte_identical_afterwards(make_host):
+    host = make_host("8xh100-snp-iommufd")
+
+    def snapshot():
+        out = {}
+        for dirpath, dirnames, filenames in os.walk(host.root):
+            for name in dirnames + filenames:
+                p = Path(dirpath) / name
+                rel = str(p.relative_to(host.root))
+                out[rel] = os.readlink(p) if p.is_symlink() else (p.read_bytes() if p.is_file() else "dir")
+        return out
+
+    before = snapshot()
+    CliRunner().invoke(app, ["doctor", "--root", str(host.root), "--json"])
+    CliRunner().invoke(app, ["doctor", "--root", str(host.root)])
+    assert snapshot() == before
