@@ -1,0 +1,1 @@
+"""Cluster-in-a-box: simulated hosts, API server, kubelet. Production code never imports this package."""
