@@ -165,7 +165,8 @@ def is_candidate(dev: PCIDevice) -> bool:
     )
 
 
-def _name_key(name: str) -> tuple[int, str]:
+def name_sort_key(name: str) -> tuple[int, str]:
+    """Sort device names numerically (`2` before `10`, `vfio2` before `vfio10`)."""
     digits = re.sub(r"^\D+", "", name)
     return (int(digits) if digits.isdigit() else -1, name)
 
@@ -189,7 +190,17 @@ def inventory(fs: Sysfs, devices: Iterable[PCIDevice], aliases: Aliases = Aliase
                 numa_node=prev.numa_node if prev.numa_node is not None else ident.numa_node,
             )
         merged[key] = ident
-    return sorted(merged.values(), key=lambda i: (i.kind, _name_key(i.name)))
+    return sorted(merged.values(), key=lambda i: (i.kind, name_sort_key(i.name)))
+
+
+def discover_devices(fs: Sysfs) -> list[PCIDevice]:
+    """Every PCI function on the host, via `ccgpu.hw.pci.enumerate_devices` (the one sysfs PCI reader)."""
+    from ccgpu.hw import pci
+
+    enumerate_devices = getattr(pci, "enumerate_devices", None)
+    if enumerate_devices is None:  # lands with the hw branch; until then callers pass their own discovery
+        raise RuntimeError("PCI discovery is not in this build: ccgpu.hw.pci.enumerate_devices is missing")
+    return list(enumerate_devices(fs))
 
 
 # --- the spec ---------------------------------------------------------------------------------------------
