@@ -223,7 +223,7 @@ _device = st.tuples(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     devices=st.lists(_device, max_size=12, unique_by=lambda d: d[0]),
     iommufd=st.booleans(),

@@ -21,6 +21,7 @@ Naming (decided here, pinned in tests):
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -33,8 +34,10 @@ import yaml
 
 from ccgpu import labels
 from ccgpu.hw import catalog
-from ccgpu.hw.pci import BDF, PCIDevice
+from ccgpu.hw.pci import BDF, PCIDevice, scan_devices
 from ccgpu.hw.sysfs import Sysfs
+
+log = logging.getLogger("ccgpu.cdi")
 
 VENDOR = labels.DOMAIN  # "nvidia.com"
 DEFAULT_CDI_DIR = "/var/run/cdi"
@@ -194,13 +197,15 @@ def inventory(fs: Sysfs, devices: Iterable[PCIDevice], aliases: Aliases = Aliase
 
 
 def discover_devices(fs: Sysfs) -> list[PCIDevice]:
-    """Every PCI function on the host, via `ccgpu.hw.pci.enumerate_devices` (the one sysfs PCI reader)."""
-    from ccgpu.hw import pci
+    """The host's NVIDIA PCI functions via `ccgpu.hw.pci.scan_devices` (the one sysfs PCI reader).
 
-    enumerate_devices = getattr(pci, "enumerate_devices", None)
-    if enumerate_devices is None:  # lands with the hw branch; until then callers pass their own discovery
-        raise RuntimeError("PCI discovery is not in this build: ccgpu.hw.pci.enumerate_devices is missing")
-    return list(enumerate_devices(fs))
+    An entry that does not read cleanly is logged and skipped, so one garbled device cannot take every other
+    GPU of the node out of the spec or the plugin.
+    """
+    scan = scan_devices(fs, catalog.NVIDIA_VENDOR_ID)
+    for error in scan.errors:
+        log.warning("skipping a PCI entry: %s", error)
+    return list(scan.devices)
 
 
 # --- the spec ---------------------------------------------------------------------------------------------
