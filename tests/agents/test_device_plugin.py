@@ -45,6 +45,12 @@ class Node:
         self.stop = asyncio.Event()
         self.task: asyncio.Task | None = None
 
+    def assert_advertised_ids_are_spec_names(self) -> None:
+        """Checked at the end of every test: each Healthy ID the kubelet holds is a device of its kind's spec."""
+        for resource in self.kubelet.plugins:
+            healthy = {i for i, h in self.kubelet.health(resource).items() if h == H}
+            assert healthy <= cdi.spec_device_names(self.fs, "/var/run/cdi", resource), resource
+
     def write_spec(self) -> cdi.WriteResult:
         return cdi.write_specs(self.fs, "/var/run/cdi", cdi.inventory(self.fs, self.host.devices(), self.aliases))
 
@@ -54,6 +60,7 @@ class Node:
         return self
 
     async def __aexit__(self, *exc) -> None:
+        self.assert_advertised_ids_are_spec_names()
         self.stop.set()
         await asyncio.wait_for(self.task, 5)
         await self.kubelet.stop()
@@ -174,7 +181,7 @@ async def test_kubelet_restart_wiping_the_socket_dir_gets_a_fresh_socket_and_a_n
         await node.kubelet.wait_for_health(PGPU, {"12": H, "13": H})
         await node.kubelet.restart()
         assert not (plugin_dir / "ccgpu-pgpu.sock").exists()
-        await node.kubelet.wait_for(lambda k: k.health(PGPU) == {"12": H, "13": H}, timeout=1.0)
+        await node.kubelet.wait_for(lambda k: k.health(PGPU) == {"12": H, "13": H})  # timing: bench/
         assert len(node.kubelet.registrations) == 1  # the restarted kubelet's own record
         assert (plugin_dir / "ccgpu-pgpu.sock").is_socket()
         resp = await node.kubelet.allocate(PGPU, ["13"])
