@@ -75,7 +75,7 @@ _attr_text = st.one_of(
 )
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(attr=st.sampled_from(sorted(STRICT)), value=_attr_text)
 def test_any_attribute_value_either_parses_strictly_or_raises_a_named_format_error(host_tree_factory, attr, value):
     with host_tree(host_tree_factory) as (host, _):
@@ -91,7 +91,7 @@ def test_any_attribute_value_either_parses_strictly_or_raises_a_named_format_err
             assert valid, f"{value!r} in {attr} was accepted"
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(text=st.one_of(st.text(max_size=24), st.sampled_from(["../../etc/passwd", "/etc", "0000:01:00.0/../../..",
                                                              "0000:01:00.0\x00", "..", "."])))
 def test_any_address_text_is_parsed_or_refused_and_nothing_outside_the_root_is_touched(host_tree_factory, text):
@@ -118,7 +118,7 @@ _link_target = st.one_of(
 )
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(name=_entry_name, target=_link_target, as_bdf=st.booleans())
 def test_hostile_pci_directory_entries_are_reported_and_never_followed_outside(host_tree_factory, name, target, as_bdf):
     with host_tree(host_tree_factory) as (host, outside):
