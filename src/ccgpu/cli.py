@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 from ccgpu import __version__
@@ -121,6 +124,47 @@ def doctor(
     else:
         doc.render_table(report, Console())
     raise typer.Exit(0 if report.ready else 1)
+
+
+@sim_app.command("host")
+def sim_host(
+    directory: Annotated[
+        Path | None, typer.Argument(metavar="DIR", help="Empty or absent directory to build the host tree in.")
+    ] = None,
+    profile: Annotated[str, typer.Option("--profile", "-p", help="Host profile (see --list-profiles).")] = "8xh100-snp",
+    list_profiles: Annotated[bool, typer.Option("--list-profiles", help="List the host profiles and exit.")] = False,
+    gpu_driver: Annotated[
+        str | None,
+        typer.Option("--gpu-driver", help="Driver the GPUs start on: nvidia, vfio-pci or none (default: the profile's)."),
+    ] = None,
+    iommu: Annotated[
+        bool | None, typer.Option("--iommu/--no-iommu", help="Override the profile's IOMMU setting.")
+    ] = None,
+) -> None:
+    """Build a simulated host tree (sysfs, /dev/vfio, /proc) from a profile, for tests and scripts."""
+    from ccgpu.sim import host as simhost
+    from ccgpu.sim.profiles import ProfileError
+    from ccgpu.sim.profiles import list_profiles as profiles
+
+    if list_profiles:
+        for p in profiles():
+            typer.echo(f"{p.name:<20} {p.description}")
+        return
+    if directory is None:
+        raise typer.BadParameter("give the DIRECTORY to build the host in (or --list-profiles)", param_hint="DIRECTORY")
+    overrides: dict[str, object] = {}
+    if gpu_driver is not None:
+        if gpu_driver not in ("nvidia", "vfio-pci", "none"):
+            raise typer.BadParameter(f"{gpu_driver!r}; accepted: nvidia, vfio-pci, none", param_hint="--gpu-driver")
+        overrides["gpu_driver"] = None if gpu_driver == "none" else gpu_driver
+    if iommu is not None:
+        overrides["iommu"] = iommu
+    try:
+        built = simhost.SimulatedHost.create(directory, profile, **overrides)
+    except (ProfileError, simhost.SimHostError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(simhost.describe(built))
 
 
 def main() -> None:  # pragma: no cover - console entry point
