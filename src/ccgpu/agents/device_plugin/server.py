@@ -230,11 +230,14 @@ class DevicePluginAgent:
     """Discovers, health-checks and advertises the node's VFIO devices, one ResourceServer per resource."""
 
     def __init__(
-        self, config: DevicePluginConfig, discover: Callable[[Sysfs], Iterable[PCIDevice]] = cdi.discover_devices
+        self,
+        config: DevicePluginConfig,
+        discover: Callable[[Sysfs], Iterable[PCIDevice]] | None = None,
+        fs: Sysfs | None = None,
     ) -> None:
         self.config = config
-        self.fs = Sysfs(config.host_root)
-        self.discover = discover
+        self.fs = fs or Sysfs(config.host_root)
+        self.discover = discover or cdi.discover_devices
         self.specs = health.SpecCache(self.fs, config.cdi_dir)
         self.servers: dict[str, ResourceServer] = {}
         self.advertised: dict[tuple[str, str], DeviceIdentity] = {}
