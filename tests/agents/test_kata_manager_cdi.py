@@ -157,3 +157,29 @@ def test_agent_help_lists_host_root_and_cdi_dir(cmd):
     result = CliRunner().invoke(app, ["agent", cmd, "--help"])
     assert result.exit_code == 0
     assert "--host-root" in result.output and "--cdi-dir" in result.output
+
+
+async def test_a_failed_pass_keeps_the_current_spec_and_the_next_pass_recovers(tmp_path):
+    host = _host(tmp_path)
+    fs = Sysfs(tmp_path)
+    failures = {"left": 0}
+
+    def flaky_discover(fs):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OSError(5, "Input/output error reading sysfs")
+        return cdi.discover_devices(fs)
+
+    config = kata_manager.KataManagerConfig(host_root=str(tmp_path), interval_s=0.02)
+    stop = asyncio.Event()
+    task = asyncio.get_running_loop().create_task(kata_manager.run(config, stop, discover=flaky_discover))
+    try:
+        await _until(lambda: cdi.spec_device_names(fs, "/var/run/cdi", "nvidia.com/pgpu") == {"12", "13"})
+        failures["left"] = 3
+        host.unbind("0000:3a:00.0")
+        await _until(lambda: failures["left"] == 0)
+        assert not task.done()
+        await _until(lambda: cdi.spec_device_names(fs, "/var/run/cdi", "nvidia.com/pgpu") == {"13"})
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)

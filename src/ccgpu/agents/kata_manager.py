@@ -104,4 +104,7 @@ async def run(
         try:
             await asyncio.wait_for(stop.wait(), timeout=config.interval_s)
         except TimeoutError:
-            reconcile(fs, config, discover)
+            try:
+                reconcile(fs, config, discover)
+            except (OSError, cdi.CDIError) as e:  # the files on disk stay as they were; retry next pass
+                log.error("CDI pass failed, keeping the current specs: %s", e)

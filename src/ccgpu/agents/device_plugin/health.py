@@ -14,13 +14,14 @@ from dataclasses import dataclass
 
 from ccgpu.agents import cdi
 from ccgpu.agents.cdi import DeviceIdentity
+from ccgpu.hw.pci import BDF
 from ccgpu.hw.sysfs import PathEscapeError, Sysfs
 
 
-def bound_driver(fs: Sysfs, ident_bdf) -> str | None:
+def bound_driver(fs: Sysfs, bdf: BDF) -> str | None:
     """The driver a PCI function is bound to (basename of its `driver` link), None when unbound."""
     try:
-        return os.path.basename(fs.readlink(f"{ident_bdf.sysfs_path}/driver"))
+        return os.path.basename(fs.readlink(f"{bdf.sysfs_path}/driver"))
     except (OSError, PathEscapeError):
         return None
 

@@ -262,8 +262,11 @@ class DevicePluginAgent:
         """One pass: rediscover when due, advertise newly usable devices, refresh health, keep registered."""
         now = time.monotonic()
         if now - self._last_discovery >= self.config.rediscover_period_s:
-            self._candidates = cdi.inventory(self.fs, self.discover(self.fs), self.config.aliases)
             self._last_discovery = now
+            try:
+                self._candidates = cdi.inventory(self.fs, self.discover(self.fs), self.config.aliases)
+            except (OSError, cdi.CDIError) as e:  # advertised devices keep being health-checked meanwhile
+                log.error("device discovery failed, keeping the previous candidates: %s", e)
         for ident in self._candidates:
             key = (ident.kind, ident.name)
             if key not in self.advertised and not health.problems(self.fs, ident, self.specs):
