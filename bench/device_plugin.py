@@ -60,16 +60,18 @@ async def bench(allocations: int, health_changes: int, restarts: int) -> dict:
         stop = asyncio.Event()
         async with FakeKubelet(work / "dp") as kubelet:
             task = asyncio.get_running_loop().create_task(agent.run(stop))
-            ids = [str(20 + i) for i in range(8)]
+            ids = [str(20 + i) for i in range(8)]  # IOMMU groups 20..27
             await kubelet.wait_for(lambda k: set(k.health(RESOURCE)) == set(ids), timeout=10)
 
-            for _ in range(50):  # warm the channel
-                await kubelet.allocate(RESOURCE, ["20"])
-            alloc_ms = []
-            for n in range(allocations):
-                t0 = time.perf_counter()
-                await kubelet.allocate(RESOURCE, [ids[n % 8]])
-                alloc_ms.append((time.perf_counter() - t0) * 1000)
+            # Allocate from another process, as the kubelet does: the plugin's event loop serves only the calls.
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, __file__, "--client", str(work / "dp" / "ccgpu-pgpu.sock"), str(allocations),
+                stdout=asyncio.subprocess.PIPE,
+            )
+            out, _ = await asyncio.wait_for(proc.communicate(), 300)
+            if proc.returncode != 0:
+                raise RuntimeError(f"Allocate client failed with exit status {proc.returncode}")
+            alloc_ms = json.loads(out)
 
             node = work / "host/dev/vfio/23"
             plugin = kubelet.plugins[RESOURCE]
@@ -103,7 +105,33 @@ async def bench(allocations: int, health_changes: int, restarts: int) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def allocate_client(socket: str, allocations: int) -> list[float]:
+    """Blocking gRPC client in its own process: Allocate one device at a time, latency of each call in ms."""
+    import grpc
+
+    from ccgpu.agents.device_plugin import api_pb2 as pb
+    from ccgpu.agents.device_plugin import api_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(f"unix://{socket}") as channel:
+        stub = pb_grpc.DevicePluginStub(channel)
+        requests = [
+            pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=[str(20 + n % 8)])])
+            for n in range(8)
+        ]
+        for n in range(50):  # warm the channel
+            stub.Allocate(requests[n % 8], timeout=5)
+        out = []
+        for n in range(allocations):
+            t0 = time.perf_counter()
+            stub.Allocate(requests[n % 8], timeout=5)
+            out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
 def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--client":
+        print(json.dumps(allocate_client(sys.argv[2], int(sys.argv[3]))))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--allocations", type=int, default=2000)
     parser.add_argument("--health-changes", type=int, default=40)
