@@ -259,3 +259,22 @@ async def test_fake_kubelet_refuses_an_unsupported_api_version(plugin_dir):
                     pb.RegisterRequest(version="v1alpha", endpoint="x.sock", resource_name=PGPU)
                 )
         assert kubelet.registrations == []
+
+
+class RefusingKubelet(FakeKubelet):
+    async def Register(self, request, context):  # noqa: N802
+        await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"{request.resource_name} is held by another plugin")
+
+
+async def test_a_refused_registration_stops_the_plugin_with_the_kubelets_reason(tmp_path, plugin_dir):
+    from ccgpu.agents.device_plugin.server import RegistrationError
+
+    node = two_gpu_node(tmp_path, plugin_dir)
+    node.kubelet = RefusingKubelet(plugin_dir)
+    await node.kubelet.start()
+    try:
+        with pytest.raises(RegistrationError, match="held by another plugin"):
+            await asyncio.wait_for(node.agent.run(node.stop), 10)
+        assert not (plugin_dir / "ccgpu-pgpu.sock").exists()  # its server was stopped and the socket removed
+    finally:
+        await node.kubelet.stop()
