@@ -100,11 +100,15 @@ def agent_device_plugin(
 
 @app.command()
 def doctor(
-    root: str = typer.Option("/", "--root", help="Host root to inspect: / on the node, a host mount, or a capture."),
-    json_output: bool = typer.Option(False, "--json", help="Print the stable JSON report (README: ccgpu doctor)."),
-    workload: str = typer.Option("vm-passthrough", "--workload", help="vm-passthrough or container."),
+    root: Annotated[
+        str, typer.Option("--root", help="Host root to inspect: / on the node, a host mount, a capture.")
+    ] = "/",
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the stable JSON report (README: ccgpu doctor).")
+    ] = False,
+    workload: Annotated[str, typer.Option("--workload", help="vm-passthrough or container.")] = "vm-passthrough",
 ) -> None:
-    """Preflight a node: is it ready for confidential GPU pods, and what to fix if not."""
+    """Preflight a node for confidential GPU pods and name the fix for each problem."""
     import json
     import os
 

@@ -203,3 +203,16 @@ def test_doctor_runs_as_a_subprocess_against_a_host_root(snp_8xh100):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["ready"] is True
+
+
+def test_tdx_host_passes_the_tee_check_and_intel_without_tdx_names_the_bios_settings():
+    tdx = PlatformFacts(**{**SNP.__dict__, "cpu_vendor": "GenuineIntel", "sev": None, "sev_es": None,
+                           "sev_snp": None, "sev_es_asids": None, "tdx": True, "tdx_keys": 63,
+                           "cmdline": ("intel_iommu=on", "iommu=pt", "modprobe.blacklist=nouveau")})
+    report = run_checks(tdx, [gpu()])
+    assert report.ready and by_id(report)["cpu-tee"].finding.startswith("Intel TDX is enabled")
+    assert by_id(report)["tee-capacity"].finding.startswith("63 TDX private keys")
+    off = by_id(run_checks(PlatformFacts(**{**tdx.__dict__, "tdx": False}), [gpu()]))
+    assert off["cpu-tee"].status is Status.FAIL and "tdx=N" in off["cpu-tee"].finding
+    assert "SEAM loader" in off["cpu-tee"].remedy and "kvm_intel" in off["cpu-tee"].remedy
+    assert "tee-capacity" not in off

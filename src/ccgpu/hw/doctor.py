@@ -227,11 +227,10 @@ def check_cpu_tee(f: PlatformFacts) -> Check:
             "initialisation error (update the SEV firmware / BIOS).",
         )
     if _is_intel(f):
+        why = "kvm_intel has no tdx parameter (not loaded, or a kernel without TDX host support)" if f.tdx is None \
+            else "kvm_intel parameter tdx=N"
         return Check(
-            "cpu-tee", Status.FAIL,
-            "Intel TDX is off: "
-            + ("kvm_intel is not loaded" if f.tdx is None and f.cpu_vendor == "GenuineIntel" and
-               "vmx" not in f.cpu_flags else "kvm_intel parameter tdx is not Y"),
+            "cpu-tee", Status.FAIL, f"Intel TDX is off: {why}",
             "Enable in BIOS: Memory Encryption (TME), TME-MT, Trust Domain Extension (TDX), the SEAM loader and a "
             "non-zero TME-MT/TDX key split; boot a host kernel with TDX host support (Linux 6.16 or newer) and "
             "load kvm_intel with tdx=1 ('options kvm_intel tdx=1' in /etc/modprobe.d/kvm-intel.conf).",
@@ -582,16 +581,20 @@ _STYLE = {Status.PASS: ("green", "PASS"), Status.WARN: ("yellow", "WARN"), Statu
 def render_table(report: Report, console) -> None:
     """A rich table of the checks, then a one-line verdict."""
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"ccgpu doctor: {report.root} for {report.workload.value}", show_lines=True)
+    # Cells are Text, never markup: findings hold "[H100 SXM5 80GB]" and BDFs like "0000:ab:00.0", which rich
+    # would otherwise read as a style tag and an :ab: emoji code.
+    table = Table(title=Text(f"ccgpu doctor: {report.root} for {report.workload.value}"), show_lines=True)
     for col in ("Status", "Check", "Finding", "Remedy"):
         table.add_column(col, overflow="fold")
     for c in report.checks:
         style, word = _STYLE[c.status]
-        table.add_row(f"[{style}]{word}[/]", c.id, c.finding, c.remedy or "")
+        table.add_row(Text(word, style=style), Text(c.id), Text(c.finding), Text(c.remedy or ""))
     console.print(table)
     if report.ready:
-        console.print(f"[green]READY[/]: this host can run {report.workload.value} GPU pods.")
+        verdict = Text.assemble(("READY", "green"), f": this host can run {report.workload.value} GPU pods.")
     else:
         ids = ", ".join(c.id for c in report.failed)
-        console.print(f"[bold red]NOT READY[/]: {len(report.failed)} check(s) failed: {ids}.")
+        verdict = Text.assemble(("NOT READY", "bold red"), f": {len(report.failed)} check(s) failed: {ids}.")
+    console.print(verdict)

@@ -196,19 +196,28 @@ class _DeviceReader:
     def __init__(self, fs: Sysfs, bdf: BDF) -> None:
         self.fs = fs
         self.bdf = bdf
-        self.dir = bdf.sysfs_path
+        self.dir = bdf.sysfs_path  # named in messages: the path users know
+        self.real = fs.realpath(self.dir)  # read from: the link resolved once (PathEscapeError if it leaves the root)
+        self._entries: frozenset[str] | None = None
+
+    @property
+    def entries(self) -> frozenset[str]:
+        if self._entries is None:
+            self._entries = frozenset(self.fs.listdir(self.real))
+        return self._entries
 
     def _fail(self, name: str, problem: str) -> SysfsFormatError:
         return SysfsFormatError(f"PCI device {self.bdf}: {self.dir}/{name}: {problem}")
 
     def attr(self, name: str, parse: Callable[[str], object], *, required: bool = True) -> object:
-        rel = f"{self.dir}/{name}"
-        try:
-            raw = self.fs.read_bytes(rel)
-        except FileNotFoundError:
-            if required:
-                raise self._fail(name, "missing; the kernel always creates it for a PCI function") from None
+        if not required and name not in self.entries:
             return None
+        try:
+            raw = self.fs.read_bytes(f"{self.real}/{name}")
+        except FileNotFoundError:
+            raise self._fail(name, "missing; the kernel always creates it for a PCI function") from None
+        except (IsADirectoryError, NotADirectoryError):
+            raise self._fail(name, "is not a file; the kernel makes it an attribute file") from None
         try:
             text = raw.decode("ascii")
         except UnicodeDecodeError:
@@ -222,12 +231,13 @@ class _DeviceReader:
 
     def link(self, name: str) -> str | None:
         """The basename of a link's target, None when the link is absent."""
-        rel = f"{self.dir}/{name}"
-        if not self.fs.is_link(rel):
-            if self.fs.exists(rel):
-                raise self._fail(name, "is not a symlink; the kernel makes it a link")
+        if name not in self.entries:
             return None
-        return _link_basename(self.fs.readlink(rel))
+        try:
+            target = self.fs.readlink(f"{self.real}/{name}")
+        except OSError:
+            raise self._fail(name, "is not a symlink; the kernel makes it a link") from None
+        return _link_basename(target)
 
     def parsed_link(self, name: str, parse: Callable[[str], object]) -> object:
         base = self.link(name)
@@ -239,10 +249,9 @@ class _DeviceReader:
             raise self._fail(name, f"link target: {e}") from None
 
     def vfio_dev(self) -> str | None:
-        rel = f"{self.dir}/vfio-dev"
-        if not self.fs.is_dir(rel):
+        if "vfio-dev" not in self.entries:
             return None
-        names = self.fs.listdir(rel)
+        names = self.fs.listdir(f"{self.real}/vfio-dev")
         for n in names:
             if not _VFIO_DEV_RE.fullmatch(n):
                 raise self._fail("vfio-dev", f"entry {n!r} is not a vfio cdev name (vfioN)")
@@ -252,7 +261,7 @@ class _DeviceReader:
 
     def consumers(self) -> tuple[BDF, ...]:
         out = []
-        for n in self.fs.listdir(self.dir):
+        for n in self.entries:
             if n.startswith(_CONSUMER_PREFIX):
                 try:
                     out.append(BDF.parse(n[len(_CONSUMER_PREFIX) :]))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ccgpu.hw.pci import BDF, BDFError, SysfsFormatError
+from ccgpu.hw.pci import BDF, SysfsFormatError, iommu_group_members, parse_iommu_group
 from ccgpu.hw.sysfs import Sysfs
 
 KVM_AMD_PARAMS = "sys/module/kvm_amd/parameters"
@@ -268,16 +268,11 @@ def _read_iommu_groups(fs: Sysfs) -> dict[int, tuple[BDF, ...]]:
         return {}
     groups: dict[int, tuple[BDF, ...]] = {}
     for name in fs.listdir(IOMMU_GROUPS):
-        if not re.fullmatch(r"0|[1-9][0-9]{0,8}", name):
-            raise SysfsFormatError(f"{IOMMU_GROUPS}: entry {name!r} is not a group number")
-        rel = f"{IOMMU_GROUPS}/{name}/devices"
-        members = []
-        for dev in fs.listdir(rel) if fs.is_dir(rel) else []:
-            try:
-                members.append(BDF.parse(dev))
-            except BDFError as e:
-                raise SysfsFormatError(f"{rel}: entry {dev!r}: {e}") from None
-        groups[int(name)] = tuple(sorted(members))
+        try:
+            group = parse_iommu_group(name)
+        except ValueError as e:
+            raise SysfsFormatError(f"{IOMMU_GROUPS}: entry {e}") from None
+        groups[group] = iommu_group_members(fs, group)
     return dict(sorted(groups.items()))
 
 
