@@ -12,6 +12,7 @@ import time
 import pytest
 
 from ccgpu.hw.sysfs import PathEscapeError
+from ccgpu.sim.host import SimHostError
 
 GPU = "0000:18:00.0"
 GPU2 = "0000:2a:00.0"
@@ -389,3 +390,42 @@ def test_refused_writes_change_nothing(host):
 def test_paths_that_leave_the_root_are_refused_by_the_simulated_sysfs_too(host):
     with pytest.raises(PathEscapeError):
         host.sysfs.write("../outside", "1")
+
+
+def test_driver_override_must_name_the_driver_exactly_vfio_pci_with_an_underscore_matches_nothing(host):
+    """The driver is `vfio-pci` (the module is `vfio_pci`); pci_match_device compares the name verbatim."""
+    fs = host.sysfs
+    fs.write(dev(GPU, "driver_override"), "vfio_pci")
+    fs.write("sys/bus/pci/drivers/nvidia/unbind", GPU)
+    assert errno_of(fs.write, "sys/bus/pci/drivers/vfio-pci/bind", GPU) == errno.ENODEV
+    fs.write("sys/bus/pci/drivers_probe", GPU)
+    assert driver_of(fs, GPU) is None
+
+
+def test_busy_iommufd_device_is_held_through_its_cdev_and_unbind_is_EBUSY(make_host):
+    host = make_host("8xh100-snp-iommufd")
+    fs = host.sysfs
+    to_vfio(fs, GPU)
+    pid = host.gpu(GPU).hold_busy(cdev=True)
+    assert fs.readlink(f"proc/{pid}/fd/3") == "/dev/vfio/devices/vfio0"
+    assert fs.read(f"proc/{pid}/comm") == "qemu-system-x86_64"
+    assert errno_of(fs.write, "sys/bus/pci/drivers/vfio-pci/unbind", GPU) == errno.EBUSY
+    to_vfio(fs, GPU2)
+    fs.write("sys/bus/pci/drivers/vfio-pci/unbind", GPU2)  # other devices are free
+    host.gpu(GPU).release_busy()
+    fs.write("sys/bus/pci/drivers/vfio-pci/unbind", GPU)
+
+
+def test_holding_a_gpu_busy_needs_its_vfio_node(host):
+    with pytest.raises(SimHostError, match="bind it to vfio-pci first"):
+        host.gpu(GPU).hold_busy()
+    to_vfio(host.sysfs, GPU)
+    with pytest.raises(SimHostError, match="only iommufd hosts"):
+        host.gpu(GPU).hold_busy(cdev=True)
+
+
+def test_host_wide_reset_duration_applies_to_every_device(make_host):
+    host = make_host("1xh200-snp", reset_ms=40)
+    start = time.monotonic()
+    host.gpu(host.gpus()[0]).reset()
+    assert time.monotonic() - start >= 0.04

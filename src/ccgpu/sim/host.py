@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ccgpu.hw import catalog
 from ccgpu.hw.pci import BDF
 from ccgpu.hw.sysfs import Sysfs
 from ccgpu.sim import kernel
@@ -150,6 +151,7 @@ def _device_state(
         cc_capable=dp.kind == "gpu" and model.cc_capable,
         ppcie_capable=dp.kind != "audio" and model.ppcie_capable,
         reset_method=attrs.get("reset_method", "flr\n").strip(),
+        reset_ms=profile.reset_ms,
     )
 
 
@@ -206,7 +208,7 @@ def _initial_binding(state: HostState, profile: HostProfile) -> None:
         if drv.vfio:
             dev.driver_override = target  # as vfio-manager leaves it
         try:
-            kernel._probe(state, drv, dev)
+            kernel.probe(state, drv, dev)
         except KernelError as e:
             raise SimHostError(
                 f"profile {profile.name}: cannot start {dev.bdf} on {target}: {e.reason}"
@@ -461,6 +463,17 @@ class SimDevice:
         return self._get().iommu_group
 
     @property
+    def model(self) -> catalog.Model:
+        """Catalog facts for this device (name, arch, CC/PPCIe capability)."""
+        d = self._get()
+        return catalog.lookup(d.device, d.class_code)
+
+    @property
+    def bar0(self) -> int:
+        """BAR0's address (gpu-admin-tools prints it in every log line)."""
+        return int(self._get().attrs["resource"].split()[0], 16)
+
+    @property
     def resets(self) -> int:
         """How many resets succeeded (lets tests check that a reset did or did not happen)."""
         return self._get().resets
@@ -506,10 +519,11 @@ class SimDevice:
         with self.host.change() as state:
             kernel.fall_off_bus(state, state.devices[self.bdf])
 
-    def hold_busy(self, comm: str = "qemu-system-x86_64") -> int:
-        """A process opens this device's VFIO group: `proc/<pid>/fd/<n> -> /dev/vfio/<group>`. Returns the pid.
+    def hold_busy(self, comm: str = "qemu-system-x86_64", cdev: bool = False) -> int:
+        """A process opens this device's VFIO group (`proc/<pid>/fd/<n> -> /dev/vfio/<group>`), or with `cdev`
+        its iommufd device node (`-> /dev/vfio/devices/vfioN`). Returns the pid.
 
-        The group must exist (the device bound to a VFIO driver), as open(2) of a missing node would fail."""
+        The node must exist (the device bound to a VFIO driver), as open(2) of a missing node would fail."""
         with self.host.change() as state:
             dev = state.devices[self.bdf]
             group = dev.iommu_group
@@ -517,16 +531,22 @@ class SimDevice:
                 raise SimHostError(
                     f"{self.bdf} has no /dev/vfio group node to hold open (bind it to vfio-pci first)"
                 )
+            if cdev and dev.vfio_cdev is None:
+                raise SimHostError(
+                    f"{self.bdf} has no /dev/vfio/devices node (only iommufd hosts give VFIO devices one)"
+                )
             pid = state.next_pid
             state.next_pid += 1
-            state.holders.append(Holder(pid=pid, fd=3 + len(state.holders), group=group, comm=comm))
+            state.holders.append(
+                Holder(pid=pid, fd=3, group=group, comm=comm, cdev=dev.vfio_cdev if cdev else None)
+            )
             return pid
 
     def release_busy(self) -> None:
-        """Every process holding this device's VFIO group closes it."""
+        """Every process holding this device's VFIO group or device node closes it."""
         with self.host.change() as state:
-            group = state.devices[self.bdf].iommu_group
-            state.holders = [h for h in state.holders if h.group != group]
+            dev = state.devices[self.bdf]
+            state.holders = [h for h in state.holders if not h.holds(dev)]
 
 
 # --- the kernel's write side -----------------------------------------------------------------------------------

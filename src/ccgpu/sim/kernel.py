@@ -74,7 +74,7 @@ def driver_matches(drv: PciDriver, dev: DeviceState) -> bool:
     return dev.driver_override == drv.name
 
 
-def _probe(state: HostState, drv: PciDriver, dev: DeviceState) -> None:
+def probe(state: HostState, drv: PciDriver, dev: DeviceState) -> None:
     """really_probe: the driver's probe; vfio-pci refuses a device without an IOMMU group (EINVAL)."""
     if drv.needs_iommu and dev.iommu_group is None:
         raise KernelError(errno.EINVAL, f"{drv.name} probe of {dev.bdf}: no IOMMU group (IOMMU off?)")
@@ -90,10 +90,8 @@ def _release(state: HostState, dev: DeviceState) -> None:
     if dev.driver is None:
         return
     drv = state.drivers[dev.driver]
-    if drv.vfio and dev.iommu_group is not None and state.group_open(dev.iommu_group):
-        raise KernelError(
-            errno.EBUSY, f"{dev.bdf}: its VFIO group {dev.iommu_group} is held open by a process"
-        )
+    if drv.vfio and state.device_open(dev):
+        raise KernelError(errno.EBUSY, f"{dev.bdf}: a process holds its VFIO group or device open")
     dev.driver = None
     dev.vfio_cdev = None
 
@@ -121,7 +119,7 @@ def bind(state: HostState, driver: str, buf: str) -> None:
         raise KernelError(errno.ENODEV, f"{dev.bdf} does not match {driver}: {why}")
     if dev.driver is not None:
         raise KernelError(errno.EBUSY, f"{dev.bdf} is already bound to {dev.driver}")
-    _probe(state, drv, dev)
+    probe(state, drv, dev)
 
 
 def unbind(state: HostState, driver: str, buf: str) -> None:
@@ -138,7 +136,7 @@ def _attach_first_match(state: HostState, dev: DeviceState) -> None:
     for drv in state.drivers.values():
         if driver_matches(drv, dev):
             try:
-                _probe(state, drv, dev)
+                probe(state, drv, dev)
             except KernelError:
                 continue
             return
@@ -189,7 +187,7 @@ def new_id(state: HostState, driver: str, buf: str) -> None:
     if len(fields) == 7 and fields[6] != 0:
         raise KernelError(errno.EINVAL, f"driver_data {fields[6]:#x} is not in {driver}'s id table")
     if len(fields) != 7:
-        probe = DeviceState(
+        template = DeviceState(
             bdf="",
             kind="",
             profile="",
@@ -205,13 +203,13 @@ def new_id(state: HostState, driver: str, buf: str) -> None:
             iommu_group=None,
             numa_node=-1,
         )
-        if driver_matches(drv, probe):
+        if driver_matches(drv, template):
             raise KernelError(errno.EEXIST, f"{driver} already matches {vendor:04x}:{device:04x}")
     drv.dynids.append([vendor, device, sv, sd, cls, mask])
     for dev in state.devices.values():
         if dev.present and dev.driver is None and driver_matches(drv, dev):
             try:
-                _probe(state, drv, dev)
+                probe(state, drv, dev)
             except KernelError:
                 pass
 

@@ -313,6 +313,7 @@ class HostProfile:
     cpus: int = 64
     numa_nodes: int = 2
     extra_cmdline: tuple[str, ...] = ()
+    reset_ms: int = 0  # how long every device's reset takes (per-device knob: SimDevice.set_reset_duration)
 
     @property
     def grace(self) -> bool:

@@ -205,7 +205,7 @@ def _proc(root: Path, state: HostState) -> None:
         _write(pdir / "comm", h.comm + "\n", 0o644)
         fd = pdir / "fd" / str(h.fd)
         fd.parent.mkdir(parents=True, exist_ok=True)
-        target = f"/dev/vfio/{h.group}"  # /proc fd links are absolute, as the kernel shows them
+        target = h.target
         if not (fd.is_symlink() and os.readlink(fd) == target):
             _remove(fd)
             os.symlink(target, fd)

@@ -77,12 +77,24 @@ class DeviceState:
 
 @dataclass
 class Holder:
-    """A process holding a VFIO group open (a busy GPU)."""
+    """A process holding a VFIO node open (a busy GPU): the group `/dev/vfio/<group>`, or with `cdev` set the
+    iommufd device node `/dev/vfio/devices/vfio<cdev>` (what QEMU opens on an iommufd host)."""
 
     pid: int
     fd: int
     group: int
     comm: str = "qemu-system-x86_64"
+    cdev: int | None = None
+
+    @property
+    def target(self) -> str:
+        """The node as /proc/<pid>/fd/<fd> shows it (absolute, as the kernel writes fd links)."""
+        return f"/dev/vfio/devices/vfio{self.cdev}" if self.cdev is not None else f"/dev/vfio/{self.group}"
+
+    def holds(self, dev: DeviceState) -> bool:
+        if self.cdev is not None:
+            return self.cdev == dev.vfio_cdev
+        return self.group == dev.iommu_group
 
 
 @dataclass
@@ -129,8 +141,9 @@ class HostState:
         on_vfio = [d for d in members if d.driver and self.drivers[d.driver].vfio]
         return bool(on_vfio) and all(d.driver is None or self.drivers[d.driver].vfio for d in members)
 
-    def group_open(self, group: int) -> bool:
-        return any(h.group == group for h in self.holders)
+    def device_open(self, dev: DeviceState) -> bool:
+        """A process holds the device's VFIO group, or its own cdev, open."""
+        return any(h.holds(dev) for h in self.holders)
 
 
 def _fields(obj: object) -> dict:
