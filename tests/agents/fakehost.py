@@ -69,8 +69,11 @@ class FakeVfioHost:
         """What ccgpu.hw.pci reads from this tree right now."""
         return enumerate_devices(Sysfs(self.root))
 
-    def bind(self, bdf: str, driver: str = "vfio-pci") -> None:
+    def bind(self, bdf: str, driver: str = "vfio-pci", vfio_dev: str | None = None) -> None:
+        """Bind to `driver`; on an iommufd host `vfio_dev` gives the cdev a new name, as a real rebind may."""
         b = BDF.parse(bdf)
+        if vfio_dev is not None:
+            self._cdevs[b] = vfio_dev
         (self.root / f"sys/bus/pci/drivers/{driver}").mkdir(parents=True, exist_ok=True)
         link = self.root / b.sysfs_path / "driver"
         if link.is_symlink():

@@ -167,6 +167,19 @@ async def test_device_goes_unhealthy_when_binding_node_or_spec_entry_goes_and_ba
         await node.kubelet.wait_for_health(PGPU, {"12": H, "13": H}, timeout=2.0)
 
 
+async def test_an_iommufd_rebind_that_renames_the_cdev_withdraws_the_old_name(tmp_path, plugin_dir):
+    """The kernel numbers vfio cdevs at bind time; a stale vfioN must not stay as a phantom Unhealthy device."""
+    async with two_gpu_node(tmp_path, plugin_dir, iommufd=True) as node:
+        await node.kubelet.wait_for_health(PGPU, {"vfio0": H, "vfio1": H})
+        node.host.unbind("0000:3a:00.0")
+        await node.kubelet.wait_for_health(PGPU, {"vfio0": U, "vfio1": H})
+        node.host.bind("0000:3a:00.0", vfio_dev="vfio5")
+        node.write_spec()
+        await node.kubelet.wait_for_health(PGPU, {"vfio1": H, "vfio5": H})
+        resp = await node.kubelet.allocate(PGPU, ["vfio5"])
+        assert [d.host_path for d in resp.container_responses[0].devices] == ["/dev/vfio/devices/vfio5"]
+
+
 async def test_losing_the_shared_container_node_makes_every_legacy_device_unhealthy(tmp_path, plugin_dir):
     async with two_gpu_node(tmp_path, plugin_dir) as node:
         await node.kubelet.wait_for_health(PGPU, {"12": H, "13": H})

@@ -270,6 +270,7 @@ class DevicePluginAgent:
         for ident in self._candidates:
             key = (ident.kind, ident.name)
             if key not in self.advertised and not health.problems(self.fs, ident, self.specs):
+                self._retire_renamed(key, ident)
                 self.advertised[key] = ident
                 log.info("advertising %s (%s)", ident.cdi_name, ", ".join(map(str, ident.bdfs)))
         by_kind: dict[str, tuple[dict[str, DeviceIdentity], dict[str, bool]]] = {}
@@ -284,6 +285,8 @@ class DevicePluginAgent:
             devs, healthy = by_kind.setdefault(ident.kind, ({}, {}))
             devs[ident.name] = ident
             healthy[ident.name] = not found
+        for kind in self.servers.keys() - by_kind.keys():  # every device of a resource was renamed away
+            by_kind[kind] = ({}, {})
         for kind, (devs, healthy) in by_kind.items():
             server = self.servers.get(kind)
             if server is None:
@@ -294,6 +297,16 @@ class DevicePluginAgent:
                 await server.set_devices(devs, healthy)
                 await server.ensure_registered()
         self.ticks += 1
+
+    def _retire_renamed(self, key: tuple[str, str], ident: DeviceIdentity) -> None:
+        """Drop advertised names whose PCI function now has another name (an iommufd cdev number is assigned
+        at bind time, so a rebind can turn vfio3 into vfio7): the old name must not linger as a phantom
+        Unhealthy device in the node's capacity."""
+        for old_key, old in list(self.advertised.items()):
+            if old_key != key and set(old.bdfs) & set(ident.bdfs):
+                del self.advertised[old_key]
+                self._unhealthy_reasons.pop(old_key, None)
+                log.info("%s is now %s: withdrawing the old name", old.cdi_name, ident.cdi_name)
 
     async def run(self, stop: asyncio.Event | None = None, once: bool = False) -> None:
         stop = stop or asyncio.Event()
