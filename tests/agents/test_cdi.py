@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -19,6 +20,7 @@ from ccgpu.hw.sysfs import Sysfs
 SCHEMA_DIR = Path(cdi.__file__).parent / "cdi_schema"
 
 
+@functools.lru_cache(maxsize=2)
 def _official_validator(shared: Path):
     """A validator built straight from shared/schemas/cdi, independent of the package's vendored copy."""
     import jsonschema
