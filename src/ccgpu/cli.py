@@ -31,6 +31,75 @@ def version() -> None:
     typer.echo(__version__)
 
 
+_HOST_ROOT = typer.Option("/", "--host-root", help="The host's root: / on the node, the host mount in a pod.")
+_CDI_DIR = typer.Option("/var/run/cdi", "--cdi-dir", help="CDI spec directory (a host path, under --host-root).")
+_GPU_ALIAS = typer.Option(
+    None, "--gpu-alias",
+    help="GPU resource and CDI class nvidia.com/<alias>; empty for per-model names. Default: $P_GPU_ALIAS, else pgpu.",
+)
+_NVSWITCH_ALIAS = typer.Option(
+    None, "--nvswitch-alias", help="NVSwitch resource nvidia.com/<alias>. Default: $NVSWITCH_ALIAS, else nvswitch."
+)
+_NODE_NAME = typer.Option(None, "--node-name", envvar="NODE_NAME", help="This node's name (for logs).")
+
+
+@agent_app.command("kata-manager")
+def agent_kata_manager(
+    host_root: str = _HOST_ROOT,
+    cdi_dir: str = _CDI_DIR,
+    gpu_alias: str | None = _GPU_ALIAS,
+    nvswitch_alias: str | None = _NVSWITCH_ALIAS,
+    once: bool = typer.Option(False, "--once", help="Do one pass and exit."),
+    cleanup: bool = typer.Option(
+        False, "--cleanup", help="Remove ccgpu's CDI specs (and, with --configure-containerd, its containerd changes)."
+    ),
+    configure_containerd: bool = typer.Option(
+        False, "--configure-containerd", help="Also add the Kata runtime classes to containerd (drop-in + imports)."
+    ),
+    containerd_config: str | None = typer.Option(
+        None, "--containerd-config", envvar="CONTAINERD_CONFIG", help="containerd's main config (host path)."
+    ),
+    containerd_dropin: str | None = typer.Option(None, "--containerd-dropin", help="ccgpu's containerd drop-in."),
+    interval: float = typer.Option(1.0, "--interval", help="Seconds between passes that pick up device changes."),
+    node_name: str | None = _NODE_NAME,
+) -> None:
+    """Keep the host CDI spec equal to the node's VFIO GPUs; optionally configure containerd for Kata."""
+    from ccgpu.agents import sandbox_cli
+
+    sandbox_cli.run_kata_manager(
+        host_root, cdi_dir, gpu_alias, nvswitch_alias, once, cleanup, configure_containerd, containerd_config,
+        containerd_dropin, interval, node_name,
+    )
+
+
+@agent_app.command("device-plugin")
+def agent_device_plugin(
+    host_root: str = _HOST_ROOT,
+    cdi_dir: str = _CDI_DIR,
+    device_plugin_dir: str = typer.Option(
+        "/var/lib/kubelet/device-plugins", "--device-plugin-dir", help="The kubelet's device-plugin socket directory."
+    ),
+    gpu_alias: str | None = _GPU_ALIAS,
+    nvswitch_alias: str | None = _NVSWITCH_ALIAS,
+    pci_env: bool = typer.Option(
+        False, "--pci-env/--no-pci-env", help="Also set PCI_RESOURCE_NVIDIA_COM_<NAME>=<BDFs> in Allocate."
+    ),
+    wait_for_validations: bool = typer.Option(
+        True, "--wait-for-validations/--no-wait-for-validations",
+        help="Wait for the validator's workload-type (and vfio-pci-ready) files before advertising.",
+    ),
+    once: bool = typer.Option(False, "--once", help="Do one pass (serve, register, advertise) and exit."),
+    node_name: str | None = _NODE_NAME,
+) -> None:
+    """Advertise the node's VFIO GPUs (nvidia.com/pgpu) and NVSwitches to the kubelet (device-plugin API v1beta1)."""
+    from ccgpu.agents import sandbox_cli
+
+    sandbox_cli.run_device_plugin(
+        host_root, cdi_dir, device_plugin_dir, gpu_alias, nvswitch_alias, pci_env, wait_for_validations, once,
+        node_name,
+    )
+
+
 @app.command()
 def doctor(
     root: Annotated[
