@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 from ccgpu import __version__
@@ -18,12 +21,119 @@ attest_app = typer.Typer(help="Attestation: KBS server, guest client, evidence v
 app.add_typer(agent_app, name="agent")
 app.add_typer(sim_app, name="sim")
 app.add_typer(attest_app, name="attest")
+verify_app = typer.Typer(help="Verify SNP or GPU evidence offline and print its claims as JSON.", no_args_is_help=True)
+attest_app.add_typer(verify_app, name="verify")
 
 
 @app.command()
 def version() -> None:
     """Print the ccgpu version."""
     typer.echo(__version__)
+
+
+@app.command()
+def doctor(
+    root: Annotated[
+        str, typer.Option("--root", help="Host root to inspect: / on the node, a host mount, a capture.")
+    ] = "/",
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the stable JSON report (README: ccgpu doctor).")
+    ] = False,
+    workload: Annotated[str, typer.Option("--workload", help="vm-passthrough or container.")] = "vm-passthrough",
+) -> None:
+    """Preflight a node for confidential GPU pods and name the fix for each problem."""
+    import json
+    import os
+
+    from rich.console import Console
+
+    from ccgpu.hw import doctor as doc
+    from ccgpu.hw.doctor_output import render_table, report_json
+
+    try:
+        wl = doc.Workload.parse(workload)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--workload") from None
+    if not os.path.isdir(root):
+        raise typer.BadParameter(f"{root!r} is not a directory; give a host root such as / or /host", param_hint="--root")
+    report = doc.diagnose(root, wl)
+    if json_output:
+        typer.echo(json.dumps(report_json(report), indent=2))
+    else:
+        render_table(report, Console())
+    raise typer.Exit(0 if report.ready else 1)
+
+
+@sim_app.command("host")
+def sim_host(
+    directory: Annotated[
+        Path | None, typer.Argument(metavar="DIR", help="Empty or absent directory to build the host tree in.")
+    ] = None,
+    profile: Annotated[str, typer.Option("--profile", "-p", help="Host profile (see --list-profiles).")] = "8xh100-snp",
+    list_profiles: Annotated[bool, typer.Option("--list-profiles", help="List the host profiles and exit.")] = False,
+    gpu_driver: Annotated[
+        str | None,
+        typer.Option("--gpu-driver", help="Driver the GPUs start on: nvidia, vfio-pci or none (default: the profile's)."),
+    ] = None,
+    iommu: Annotated[
+        bool | None, typer.Option("--iommu/--no-iommu", help="Override the profile's IOMMU setting.")
+    ] = None,
+) -> None:
+    """Build a simulated host tree (sysfs, /dev/vfio, /proc) from a profile, for tests and scripts."""
+    from ccgpu.sim import host as simhost
+    from ccgpu.sim.profiles import ProfileError
+    from ccgpu.sim.profiles import list_profiles as profiles
+
+    if list_profiles:
+        for p in profiles():
+            typer.echo(f"{p.name:<20} {p.description}")
+        return
+    if directory is None:
+        raise typer.BadParameter("give the DIRECTORY to build the host in (or --list-profiles)", param_hint="DIRECTORY")
+    overrides: dict[str, object] = {}
+    if gpu_driver is not None:
+        if gpu_driver not in ("nvidia", "vfio-pci", "none"):
+            raise typer.BadParameter(f"{gpu_driver!r}; accepted: nvidia, vfio-pci, none", param_hint="--gpu-driver")
+        overrides["gpu_driver"] = None if gpu_driver == "none" else gpu_driver
+    if iommu is not None:
+        overrides["iommu"] = iommu
+    try:
+        built = simhost.SimulatedHost.create(directory, profile, **overrides)
+    except (ProfileError, simhost.SimHostError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(simhost.describe(built))
+
+
+@verify_app.command("snp")
+def attest_verify_snp(
+    report: Annotated[Path, typer.Argument(help="SNP report, 1184 bytes raw or as hex text.")],
+    vcek: Annotated[Path | None, typer.Option("--vcek", help="VCEK certificate (DER or PEM).")] = None,
+    vlek: Annotated[Path | None, typer.Option("--vlek", help="VLEK certificate (DER or PEM).")] = None,
+    chain: Annotated[Path | None, typer.Option("--chain", help="ASK/ARK(/ASVK) PEM to trust; default AMD's.")] = None,
+    report_data: Annotated[str | None, typer.Option("--report-data", help="Expected report_data, hex.")] = None,
+) -> None:
+    """Verify an SEV-SNP report against its VCEK/VLEK and AMD's chain; print the claims."""
+    from ccgpu.attest import verify_cli
+
+    raise typer.Exit(
+        verify_cli.run(
+            verify_cli.verify_snp_files, report=report, vcek=vcek, vlek=vlek, chain=chain, report_data=report_data
+        )
+    )
+
+
+@verify_app.command("gpu")
+def attest_verify_gpu(
+    evidence: Annotated[Path, typer.Argument(help="SPDM GET_MEASUREMENTS request+response, raw or hex text.")],
+    certs: Annotated[Path, typer.Option("--certs", help="GPU certificate chain (PEM, leaf first).")],
+    root: Annotated[Path | None, typer.Option("--root", help="Device root to trust (PEM); default NVIDIA's.")] = None,
+    nonce: Annotated[str | None, typer.Option("--nonce", help="Expected 32-byte SPDM nonce, hex.")] = None,
+) -> None:
+    """Verify an NVIDIA GPU attestation report against its chain and root; print the claims."""
+    from ccgpu.attest import verify_cli
+
+    raise typer.Exit(verify_cli.run(verify_cli.verify_gpu_files, evidence=evidence, certs=certs, root=root, nonce=nonce))
 
 
 def main() -> None:  # pragma: no cover - console entry point
