@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 from ccgpu import __version__
@@ -24,6 +27,47 @@ app.add_typer(attest_app, name="attest")
 def version() -> None:
     """Print the ccgpu version."""
     typer.echo(__version__)
+
+
+@app.command()
+def manifests(
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", "-n", help="Namespace to install into (default: ccgpu).")
+    ] = None,
+    values: Annotated[
+        Path | None, typer.Option("--values", "-f", help="YAML file overriding the default values.")
+    ] = None,
+) -> None:
+    """Print the install manifests: CRD, RBAC, operator Deployment, default ClusterPolicy."""
+    from ccgpu.operator.manifests import ValuesError, load_values, render_yaml
+    from ccgpu.operator.policy import PolicyError
+
+    try:
+        typer.echo(render_yaml(load_values(values, namespace)), nl=False)
+    except (ValuesError, PolicyError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command("operator")
+def operator_cmd(
+    namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the operand DaemonSets.")] = "ccgpu",
+    image: Annotated[str, typer.Option(help="The ccgpu image the sandbox operands run.")] = "ccgpu:" + __version__,
+    nvidia_repository: Annotated[str, typer.Option(help="Registry path of NVIDIA's operand images.")] = "",
+    metrics_port: Annotated[int, typer.Option(help="Port for /metrics and /healthz (0: off).")] = 8080,
+    kubeconfig: Annotated[
+        Path | None, typer.Option(help="kubeconfig file (default: in-cluster, then ~/.kube/config).")
+    ] = None,
+    standalone: Annotated[bool, typer.Option(help="Skip leader election (one replica only).")] = False,
+) -> None:
+    """Run the cluster operator (ClusterPolicy controller)."""
+    import asyncio
+
+    from ccgpu.operator.controller import OperatorConfig, run
+
+    cfg = OperatorConfig(namespace=namespace, image=image, nvidia_repository=nvidia_repository,
+                         metrics_port=metrics_port, kubeconfig=kubeconfig, standalone=standalone)
+    asyncio.run(run(cfg))
 
 
 def main() -> None:  # pragma: no cover - console entry point
