@@ -26,6 +26,7 @@ from ccgpu.operator.desired import MANAGED_BY, MANAGED_BY_KEY, Images, ObjectKey
 from ccgpu.operator.index import Overlay, Versioned
 from ccgpu.operator.metrics import OperatorMetrics
 from ccgpu.operator.plan import Event, Plan, Snapshot, Write, reconcile
+from ccgpu.operator.writer import NotServed
 
 log = logging.getLogger(__name__)
 LEASE_NAME = "ccgpu-operator-leader"
@@ -81,6 +82,8 @@ class Controller:
         self._posted: OrderedDict[tuple[str, str, str, str], None] = OrderedDict()
         self.reconciles = 0
         self.last_plan: Plan | None = None
+        self.not_served: dict[str, float] = {}  # kind → when to try creating it again
+        self.not_served_retry_s = 600.0
 
     def trigger(self) -> None:
         self.wake.set()
@@ -95,6 +98,8 @@ class Controller:
         started = time.perf_counter()
         snap = self.snapshot()
         plan = reconcile(snap, namespace=self.cfg.namespace, images=self.images, now=self.now())
+        clock = time.monotonic()
+        plan.writes = [w for w in plan.writes if self.not_served.get(w.key.kind, 0) <= clock]
         policies = {p["metadata"]["name"]: p for p in snap.policies}
         sem = asyncio.Semaphore(self.cfg.write_concurrency)
 
@@ -109,7 +114,14 @@ class Controller:
 
         results = await asyncio.gather(*(one(w) for w in plan.writes), return_exceptions=True)
         self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
-        failures = [r for r in results if isinstance(r, BaseException)]
+        for r in results:
+            if isinstance(r, NotServed):
+                self.not_served[r.kind] = clock + self.not_served_retry_s
+                if plan.policy:
+                    plan.events.append(Event(policy.KIND, plan.policy, "Warning", "KindNotServed",
+                                             f"{r}: install its CRD (NodeFeatureRule: Node Feature Discovery) or "
+                                             "turn off the ClusterPolicy field that asks for it"))
+        failures = [r for r in results if isinstance(r, BaseException) and not isinstance(r, NotServed)]
         if failures:  # what did land is in the overlay; the next reconcile redoes only the rest
             raise failures[0]
         await self._post_events(plan.events, policies)
@@ -169,6 +181,9 @@ async def _wait_any(*events: asyncio.Event, timeout: float | None = None) -> Non
 # --- kopf wiring -----------------------------------------------------------------------------------------
 
 
+INDEXES = ("ccgpu_nodes", "ccgpu_policies", "ccgpu_daemonsets", "ccgpu_runtimeclasses", "ccgpu_nfrs")
+
+
 class KopfSources:
     """Reads the live kopf indexes (bound on the first handler call, i.e. once they are populated)."""
 
@@ -210,33 +225,35 @@ def build_registry(controller: Controller, sources: KopfSources, cfg: OperatorCo
         obj = _plain(body)
         return ObjectKey.of(obj), (obj["metadata"].get("resourceVersion"), obj)
 
-    @kopf.index("", "v1", "nodes", registry=reg)
+    @kopf.index("", "v1", "nodes", registry=reg, id="ccgpu_nodes")
     def ccgpu_nodes(name: str, meta: Mapping[str, Any], labels: Mapping[str, str], **_: Any) -> dict:
         return {name: (meta.get("resourceVersion"), dict(labels))}
 
-    @kopf.index(policy.GROUP, policy.VERSION, policy.PLURAL, registry=reg)
+    @kopf.index(policy.GROUP, policy.VERSION, policy.PLURAL, registry=reg, id="ccgpu_policies")
     def ccgpu_policies(name: str, body: Mapping[str, Any], **_: Any) -> dict:
         obj = _plain(body)
         return {name: (obj["metadata"].get("resourceVersion"), obj)}
 
-    @kopf.index("apps", "v1", "daemonsets", labels=owned, registry=reg)
+    @kopf.index("apps", "v1", "daemonsets", labels=owned, registry=reg, id="ccgpu_daemonsets")
     def ccgpu_daemonsets(body: Mapping[str, Any], namespace: str, **_: Any) -> dict:
         if namespace != cfg.namespace:
             return {}
         return dict([_versioned(body)])
 
-    @kopf.index("node.k8s.io", "v1", "runtimeclasses", labels=owned, registry=reg)
+    @kopf.index("node.k8s.io", "v1", "runtimeclasses", labels=owned, registry=reg, id="ccgpu_runtimeclasses")
     def ccgpu_runtimeclasses(body: Mapping[str, Any], **_: Any) -> dict:
         return dict([_versioned(body)])
 
-    @kopf.index("nfd.k8s-sigs.io", "v1alpha1", "nodefeaturerules", labels=owned, registry=reg)
+    @kopf.index("nfd.k8s-sigs.io", "v1alpha1", "nodefeaturerules", labels=owned, registry=reg, id="ccgpu_nfrs")
     def ccgpu_nfrs(body: Mapping[str, Any], **_: Any) -> dict:
         return dict([_versioned(body)])
 
     def _bind(kwargs: Mapping[str, Any]) -> None:
-        for name in ("ccgpu_nodes", "ccgpu_policies", "ccgpu_daemonsets", "ccgpu_runtimeclasses", "ccgpu_nfrs"):
-            if name in kwargs:
-                sources.indexes[name] = kwargs[name]
+        missing = [name for name in INDEXES if name not in kwargs]
+        if missing:  # never reconcile from a cache that cannot see everything: it would delete what it misses
+            raise RuntimeError(f"kopf did not pass the indexes {', '.join(missing)}")
+        for name in INDEXES:
+            sources.indexes[name] = kwargs[name]
         controller.synced.set()
         controller.trigger()
 

@@ -11,15 +11,17 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from lightkube import AsyncClient, codecs
+from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
-from lightkube.generic_resource import create_global_resource
+from lightkube.generic_resource import (
+    GenericGlobalResource,
+    GenericNamespacedResource,
+    create_api_info,
+    create_global_resource,
+)
 from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.apps_v1 import DaemonSet
 from lightkube.resources.core_v1 import Event as CoreEvent
-from lightkube.resources.core_v1 import Node
-from lightkube.resources.node_v1 import RuntimeClass
 from lightkube.types import CascadeType, PatchType
 
 from ccgpu.operator import policy
@@ -30,8 +32,20 @@ log = logging.getLogger(__name__)
 FIELD_MANAGER = "ccgpu-operator"
 EVENTS_NAMESPACE = "default"  # where Events about cluster-scoped objects (nodes, the policy) live
 
+
+
+def _untyped(namespaced: bool, group: str, version: str, kind: str, plural: str) -> Any:
+    """A dict-backed lightkube resource class that is *not* put in lightkube's global registry, so other code
+    that decodes built-in kinds still gets lightkube's typed models; the operator round-trips plain dicts."""
+    base = GenericNamespacedResource if namespaced else GenericGlobalResource
+    return type(kind, (base,), {"_api_info": create_api_info(group, version, kind, plural)})
+
+
 ClusterPolicy = create_global_resource(policy.GROUP, policy.VERSION, policy.KIND, policy.PLURAL)
-NodeFeatureRule = create_global_resource("nfd.k8s-sigs.io", "v1alpha1", "NodeFeatureRule", "nodefeaturerules")
+NodeFeatureRule = _untyped(False, "nfd.k8s-sigs.io", "v1alpha1", "NodeFeatureRule", "nodefeaturerules")
+DaemonSet = _untyped(True, "apps", "v1", "DaemonSet", "daemonsets")
+RuntimeClass = _untyped(False, "node.k8s.io", "v1", "RuntimeClass", "runtimeclasses")
+Node = _untyped(False, "", "v1", "Node", "nodes")
 
 RESOURCES: dict[tuple[str, str], Any] = {
     ("apps/v1", "DaemonSet"): DaemonSet,
@@ -40,6 +54,14 @@ RESOURCES: dict[tuple[str, str], Any] = {
     (policy.API_VERSION, policy.KIND): ClusterPolicy,
     ("v1", "Node"): Node,
 }
+
+
+class NotServed(Exception):
+    """The API server does not serve this kind (e.g. NodeFeatureRule without NFD's CRD installed)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"the API server does not serve {kind}")
+        self.kind = kind
 
 
 def merge_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
@@ -78,8 +100,10 @@ class KubeWriter:
         ns = key.namespace or None
         if write.verb == "create":
             try:
-                made = await self.client.create(codecs.from_dict(dict(write.body)), field_manager=FIELD_MANAGER)
+                made = await self.client.create(res.from_dict(dict(write.body)), field_manager=FIELD_MANAGER)
             except ApiError as e:
+                if e.status.code == 404:
+                    raise NotServed(key.kind) from None
                 if e.status.code != 409:
                     raise
                 made = await self.client.get(res, key.name, namespace=ns)  # someone (or our past self) made it
@@ -88,7 +112,7 @@ class KubeWriter:
             body = {**write.body, "metadata": {**write.body["metadata"],
                                                "resourceVersion": (actual or {}).get("metadata", {}).get(
                                                    "resourceVersion")}}
-            made = await self.client.replace(codecs.from_dict(body), field_manager=FIELD_MANAGER)
+            made = await self.client.replace(res.from_dict(body), field_manager=FIELD_MANAGER)
             return made.metadata.resourceVersion, _to_dict(made)
         if write.verb == "delete":
             try:
