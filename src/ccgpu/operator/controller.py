@@ -1,10 +1,9 @@
-"""`ccgpu operator`: kopf watches feed in-memory indexes; one level-triggered loop reconciles from them.
+"""`ccgpu operator`: kopf's watches fill a store; one level-triggered loop reconciles from it.
 
-kopf is the event machinery only: `@kopf.index` handlers keep nodes (labels), ClusterPolicies and the objects
-the operator owns in memory, and `@kopf.on.event` handlers wake the loop. kopf calls those only after every
-index has finished its initial listing, so a restarted operator never reconciles from a partial cache (which
-would delete what it cannot see yet). kopf handlers write nothing; the loop writes through lightkube, only
-while this replica holds the leader Lease, and only the differences `plan.reconcile` computes.
+`watch.py` runs kopf (event machinery only, it writes nothing). The loop here waits until the store holds every
+watched object (a partial cache would make it delete what it cannot see yet), then on every change computes the
+whole desired state (`plan.reconcile`) and writes only the differences through lightkube, and only while this
+replica holds the leader Lease.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ccgpu.operator import policy
-from ccgpu.operator.desired import MANAGED_BY, MANAGED_BY_KEY, Images, ObjectKey
+from ccgpu.operator.desired import Images
 from ccgpu.operator.index import Overlay, Versioned
 from ccgpu.operator.metrics import OperatorMetrics
 from ccgpu.operator.plan import Event, Plan, Snapshot, Write, reconcile
@@ -43,6 +42,8 @@ class OperatorConfig:
     standalone: bool = False
     identity: str = field(default_factory=lambda: os.environ.get("POD_NAME") or socket.gethostname())
     resync_s: float = 300.0
+    lease_duration_s: int = 15
+    lease_renew_s: float = 5.0
     debounce_s: float = 0.05
     write_concurrency: int = 16
 
@@ -84,6 +85,7 @@ class Controller:
         self.last_plan: Plan | None = None
         self.not_served: dict[str, float] = {}  # kind → when to try creating it again
         self.not_served_retry_s = 600.0
+        self.elector: Any = None  # the LeaseElector when not standalone
 
     def trigger(self) -> None:
         self.wake.set()
@@ -178,133 +180,7 @@ async def _wait_any(*events: asyncio.Event, timeout: float | None = None) -> Non
             w.cancel()
 
 
-# --- kopf wiring -----------------------------------------------------------------------------------------
-
-
-INDEXES = ("ccgpu_nodes", "ccgpu_policies", "ccgpu_daemonsets", "ccgpu_runtimeclasses", "ccgpu_nfrs")
-
-
-class KopfSources:
-    """Reads the live kopf indexes (bound on the first handler call, i.e. once they are populated)."""
-
-    def __init__(self) -> None:
-        self.indexes: dict[str, Mapping[Any, Any]] = {}
-
-    def _flat(self, name: str) -> dict[Hashable, Versioned]:
-        out: dict[Hashable, Versioned] = {}
-        for key, store in (self.indexes.get(name) or {}).items():
-            for value in store:
-                out[key] = value
-        return out
-
-    def policies(self) -> Mapping[Hashable, Versioned]:
-        return self._flat("ccgpu_policies")
-
-    def nodes(self) -> Mapping[Hashable, Versioned]:
-        return self._flat("ccgpu_nodes")
-
-    def owned(self) -> Mapping[Hashable, Versioned]:
-        out: dict[Hashable, Versioned] = {}
-        for name in ("ccgpu_daemonsets", "ccgpu_runtimeclasses", "ccgpu_nfrs"):
-            out.update(self._flat(name))
-        return out
-
-
-def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: body[k] for k in body}
-
-
-def build_registry(controller: Controller, sources: KopfSources, cfg: OperatorConfig) -> Any:
-    """kopf handlers: indexes for the state, event handlers that bind the indexes and wake the loop."""
-    import kopf
-
-    reg = kopf.OperatorRegistry()
-    owned = {MANAGED_BY_KEY: MANAGED_BY}
-
-    def _versioned(body: Mapping[str, Any]) -> tuple[Any, Versioned]:
-        obj = _plain(body)
-        return ObjectKey.of(obj), (obj["metadata"].get("resourceVersion"), obj)
-
-    @kopf.index("", "v1", "nodes", registry=reg, id="ccgpu_nodes")
-    def ccgpu_nodes(name: str, meta: Mapping[str, Any], labels: Mapping[str, str], **_: Any) -> dict:
-        return {name: (meta.get("resourceVersion"), dict(labels))}
-
-    @kopf.index(policy.GROUP, policy.VERSION, policy.PLURAL, registry=reg, id="ccgpu_policies")
-    def ccgpu_policies(name: str, body: Mapping[str, Any], **_: Any) -> dict:
-        obj = _plain(body)
-        return {name: (obj["metadata"].get("resourceVersion"), obj)}
-
-    @kopf.index("apps", "v1", "daemonsets", labels=owned, registry=reg, id="ccgpu_daemonsets")
-    def ccgpu_daemonsets(body: Mapping[str, Any], namespace: str, **_: Any) -> dict:
-        if namespace != cfg.namespace:
-            return {}
-        return dict([_versioned(body)])
-
-    @kopf.index("node.k8s.io", "v1", "runtimeclasses", labels=owned, registry=reg, id="ccgpu_runtimeclasses")
-    def ccgpu_runtimeclasses(body: Mapping[str, Any], **_: Any) -> dict:
-        return dict([_versioned(body)])
-
-    @kopf.index("nfd.k8s-sigs.io", "v1alpha1", "nodefeaturerules", labels=owned, registry=reg, id="ccgpu_nfrs")
-    def ccgpu_nfrs(body: Mapping[str, Any], **_: Any) -> dict:
-        return dict([_versioned(body)])
-
-    def _bind(kwargs: Mapping[str, Any]) -> None:
-        missing = [name for name in INDEXES if name not in kwargs]
-        if missing:  # never reconcile from a cache that cannot see everything: it would delete what it misses
-            raise RuntimeError(f"kopf did not pass the indexes {', '.join(missing)}")
-        for name in INDEXES:
-            sources.indexes[name] = kwargs[name]
-        controller.synced.set()
-        controller.trigger()
-
-    for group, version, plural, labels in (
-        ("", "v1", "nodes", None),
-        (policy.GROUP, policy.VERSION, policy.PLURAL, None),
-        ("apps", "v1", "daemonsets", owned),
-        ("node.k8s.io", "v1", "runtimeclasses", owned),
-        ("nfd.k8s-sigs.io", "v1alpha1", "nodefeaturerules", owned),
-    ):
-        @kopf.on.event(group, version, plural, labels=labels, registry=reg, id=f"wake-{plural}")
-        async def wake(**kwargs: Any) -> None:
-            _bind(kwargs)
-
-    @kopf.on.startup(registry=reg)
-    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.posting.enabled = False  # Events are the controller's, not kopf's
-        settings.watching.server_timeout = 300
-        settings.persistence.finalizer = "ccgpu.dev/operator"  # unused: no change handlers, nothing to block
-
-    @kopf.on.login(registry=reg)
-    def login(**kwargs: Any) -> Any:
-        if cfg.kubeconfig_dict is not None:
-            return _connection_from_kubeconfig(cfg.kubeconfig_dict)
-        if cfg.kubeconfig is not None:
-            import yaml
-
-            return _connection_from_kubeconfig(yaml.safe_load(cfg.kubeconfig.read_text()))
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
-
-    return reg
-
-
-def _connection_from_kubeconfig(kc: Mapping[str, Any]) -> Any:
-    """kopf ConnectionInfo for the current context of a kubeconfig dict (server, token, CA or insecure)."""
-    import base64
-
-    import kopf
-
-    ctx_name = kc.get("current-context") or kc["contexts"][0]["name"]
-    ctx = next(c["context"] for c in kc["contexts"] if c["name"] == ctx_name)
-    cluster = next(c["cluster"] for c in kc["clusters"] if c["name"] == ctx["cluster"])
-    user = next((u["user"] for u in kc.get("users", []) if u["name"] == ctx.get("user")), {})
-    ca = cluster.get("certificate-authority-data")
-    return kopf.ConnectionInfo(
-        server=cluster["server"],
-        ca_data=base64.b64decode(ca) if ca else None,
-        insecure=bool(cluster.get("insecure-skip-tls-verify")),
-        token=user.get("token"),
-        default_namespace=ctx.get("namespace"),
-    )
+# --- wiring ------------------------------------------------------------------------------------------
 
 
 def make_client(cfg: OperatorConfig) -> Any:
@@ -337,20 +213,34 @@ async def serve_metrics(metrics: OperatorMetrics, port: int, healthy: Callable[[
     return runner
 
 
-async def run(cfg: OperatorConfig, stop: asyncio.Event | None = None) -> Controller:
-    """Run the operator until `stop` is set (or forever): kopf watches, the leader Lease, the reconcile loop."""
-    import kopf
+async def run(cfg: OperatorConfig, stop: asyncio.Event | None = None,
+              started: Callable[[Controller], None] | None = None) -> Controller:
+    """Run the operator until `stop` is set (or forever): kopf watches (own thread), the leader Lease, the
+    reconcile loop. `started` receives the controller once it exists (tests and the benchmark watch it)."""
+    import yaml
 
     from ccgpu.operator.leader import LeaseElector
+    from ccgpu.operator.watch import KopfThread, WatchStore, build_registry, connection_from_kubeconfig
     from ccgpu.operator.writer import KubeWriter
 
     stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
     client = make_client(cfg)
-    sources = KopfSources()
-    controller = Controller(cfg, sources, KubeWriter(client))
-    registry = build_registry(controller, sources, cfg)
-    tasks = [asyncio.create_task(kopf.operator(registry=registry, standalone=True, clusterwide=True,
-                                               stop_flag=stop), name="kopf")]
+    store = WatchStore(cfg.namespace)
+    controller = Controller(cfg, store, KubeWriter(client))
+    kc = cfg.kubeconfig_dict
+    if kc is None and cfg.kubeconfig is not None:
+        kc = yaml.safe_load(cfg.kubeconfig.read_text())
+    registry = build_registry(
+        store,
+        on_synced=lambda: loop.call_soon_threadsafe(controller.synced.set),
+        on_change=lambda: loop.call_soon_threadsafe(controller.trigger),
+        connection=(lambda: connection_from_kubeconfig(kc)) if kc is not None else None,
+    )
+    kopf_thread = KopfThread(registry)
+    if started is not None:
+        started(controller)
+    tasks = []
     if cfg.standalone:
         def leading() -> bool:
             return True
@@ -361,22 +251,27 @@ async def run(cfg: OperatorConfig, stop: asyncio.Event | None = None) -> Control
             if held:
                 controller.trigger()  # a new leader reconciles at once
 
-        elector = LeaseElector(client, cfg.namespace, LEASE_NAME, cfg.identity, on_change=lead_changed)
+        elector = LeaseElector(client, cfg.namespace, LEASE_NAME, cfg.identity, duration_s=cfg.lease_duration_s,
+                               renew_s=cfg.lease_renew_s, on_change=lead_changed)
+        controller.elector = elector
         tasks.append(asyncio.create_task(elector.run(stop), name="lease"))
         leading = elector.leader.is_set
+    kopf_thread.start()
     tasks.append(asyncio.create_task(controller.run(stop, leading), name="reconcile"))
     runner = await serve_metrics(controller.metrics, cfg.metrics_port, controller.synced.is_set) \
         if cfg.metrics_port else None
-    stopper = asyncio.create_task(stop.wait())
     try:
-        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        for t in done:
-            if t is not stopper and t.exception() is not None:
-                raise t.exception()  # kopf or the loop died: exit non-zero so the pod restarts
+        while not stop.is_set():
+            await _wait_any(stop, timeout=1.0)
+            if not kopf_thread.alive:
+                raise RuntimeError(f"kopf stopped: {kopf_thread.error}")  # exit non-zero: the pod restarts
+            for t in tasks:
+                if t.done() and not t.cancelled() and t.exception() is not None:
+                    raise t.exception()
     finally:
-        stopper.cancel()
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await kopf_thread.stop()
         if runner is not None:
             await runner.cleanup()
         await client.close()
