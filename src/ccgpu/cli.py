@@ -70,5 +70,18 @@ def operator_cmd(
     asyncio.run(run(cfg))
 
 
+@sim_app.command("apiserver")
+def sim_apiserver(
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port on 127.0.0.1 (0: a free one).")] = 0,
+    kubeconfig_out: Annotated[
+        Path | None, typer.Option("--kubeconfig-out", help="Write a kubeconfig for kubectl here.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for generated names, uids and injected faults.")] = 0,
+) -> None:
+    """Serve the Kubernetes API simulator on 127.0.0.1 (for kubectl and clients) until interrupted."""
+    from ccgpu.sim.apiserver.standalone import run
+
+    run(port, kubeconfig_out, seed, announce=lambda line: typer.echo(line, err=False))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
