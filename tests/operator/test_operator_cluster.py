@@ -10,17 +10,14 @@ import copy
 import logging
 
 import pytest
+from lightkube.core.exceptions import ApiError
 
-apiserver = pytest.importorskip("ccgpu.sim.apiserver", reason="needs the API simulator (branch apiserver)")
-
-from lightkube import AsyncClient  # noqa: E402
-from lightkube.config.kubeconfig import KubeConfig  # noqa: E402
-from lightkube.core.exceptions import ApiError  # noqa: E402
-
-from ccgpu import labels as L  # noqa: E402
-from ccgpu.operator import policy  # noqa: E402
-from ccgpu.operator.controller import Controller, OperatorConfig, run  # noqa: E402
-from ccgpu.operator.writer import ClusterPolicy, DaemonSet, Node, NodeFeatureRule, RuntimeClass  # noqa: E402
+from ccgpu import labels as L
+from ccgpu.kube.client import make_async_client
+from ccgpu.operator import policy
+from ccgpu.operator.controller import Controller, OperatorConfig, run
+from ccgpu.operator.writer import ClusterPolicy, DaemonSet, Node, NodeFeatureRule, RuntimeClass
+from ccgpu.sim import apiserver
 
 NS = "ccgpu"
 GPU = {"feature.node.kubernetes.io/pci-10de.present": "true"}
@@ -65,7 +62,7 @@ class Env:
     def __init__(self, api):
         self.api = api
         self.kc = api.kubeconfig_dict()
-        self.client = AsyncClient(config=KubeConfig.from_dict(self.kc))
+        self.client = make_async_client(self.kc)
         self.running: list[tuple[asyncio.Event, asyncio.Task, list[Controller]]] = []
 
     async def setup(self, nodes=MIXED, nfd=True):

@@ -184,14 +184,10 @@ async def _wait_any(*events: asyncio.Event, timeout: float | None = None) -> Non
 
 
 def make_client(cfg: OperatorConfig) -> Any:
-    from lightkube import AsyncClient
-    from lightkube.config.kubeconfig import KubeConfig
+    from ccgpu.kube.client import make_async_client
 
-    if cfg.kubeconfig_dict is not None:
-        return AsyncClient(config=KubeConfig.from_dict(cfg.kubeconfig_dict))
-    if cfg.kubeconfig is not None:
-        return AsyncClient(config=KubeConfig.from_file(cfg.kubeconfig))
-    return AsyncClient()
+    return make_async_client(cfg.kubeconfig_dict if cfg.kubeconfig_dict is not None else cfg.kubeconfig,
+                             field_manager="ccgpu-operator")
 
 
 async def serve_metrics(metrics: OperatorMetrics, port: int, healthy: Callable[[], bool]) -> Any:
