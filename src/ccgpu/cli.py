@@ -205,6 +205,47 @@ def attest_verify_gpu(
     raise typer.Exit(verify_cli.run(verify_cli.verify_gpu_files, evidence=evidence, certs=certs, root=root, nonce=nonce))
 
 
+@app.command()
+def manifests(
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", "-n", help="Namespace to install into (default: ccgpu).")
+    ] = None,
+    values: Annotated[
+        Path | None, typer.Option("--values", "-f", help="YAML file overriding the default values.")
+    ] = None,
+) -> None:
+    """Print the install manifests: CRD, RBAC, operator Deployment, default ClusterPolicy."""
+    from ccgpu.operator.manifests import ValuesError, load_values, render_yaml
+    from ccgpu.operator.policy import PolicyError
+
+    try:
+        typer.echo(render_yaml(load_values(values, namespace)), nl=False)
+    except (ValuesError, PolicyError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command("operator")
+def operator_cmd(
+    namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the operand DaemonSets.")] = "ccgpu",
+    image: Annotated[str, typer.Option(help="The ccgpu image the sandbox operands run.")] = "ccgpu:" + __version__,
+    nvidia_repository: Annotated[str, typer.Option(help="Registry path of NVIDIA's operand images.")] = "",
+    metrics_port: Annotated[int, typer.Option(help="Port for /metrics and /healthz (0: off).")] = 8080,
+    kubeconfig: Annotated[
+        Path | None, typer.Option(help="kubeconfig file (default: in-cluster, then ~/.kube/config).")
+    ] = None,
+    standalone: Annotated[bool, typer.Option(help="Skip leader election (one replica only).")] = False,
+) -> None:
+    """Run the cluster operator (ClusterPolicy controller)."""
+    import asyncio
+
+    from ccgpu.operator.controller import OperatorConfig, run
+
+    cfg = OperatorConfig(namespace=namespace, image=image, nvidia_repository=nvidia_repository,
+                         metrics_port=metrics_port, kubeconfig=kubeconfig, standalone=standalone)
+    asyncio.run(run(cfg))
+
+
 @sim_app.command("apiserver")
 def sim_apiserver(
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port on 127.0.0.1 (0: a free one).")] = 0,
