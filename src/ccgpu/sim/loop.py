@@ -1,0 +1,35 @@
+"""The one loop shape the simulated cluster's controllers share: do a pass, wait, repeat until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass
+
+
+async def every(interval_s: float, stop: asyncio.Event, step: Callable[[], Awaitable[Any]], name: str) -> None:
+    """Run `step` every `interval_s` until `stop`; a failing pass is logged and retried (level-triggered), so an
+    injected API fault delays convergence but never ends the controller."""
+    last_error = None
+    while not stop.is_set():
+        try:
+            await step()
+            last_error = None
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a controller keeps going; the next pass redoes the work
+            msg = f"{type(e).__name__}: {e}"
+            if msg != last_error:
+                log.warning("%s pass failed (will retry): %s", name, msg)
+            last_error = msg
+        await wait_or_stop(stop, interval_s)
