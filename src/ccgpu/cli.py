@@ -259,5 +259,39 @@ def sim_apiserver(
     run(port, kubeconfig_out, seed, announce=lambda line: typer.echo(line, err=False))
 
 
+@app.command()
+def simulate(
+    nodes: Annotated[
+        int | None, typer.Option("--nodes", "-n", min=1, help="Number of nodes, cycling through --profile's items.")
+    ] = None,
+    profile: Annotated[
+        str, typer.Option("--profile", "-p", help="Nodes as [COUNTx]PROFILE[:WORKLOAD],... (workload: "
+                          "vm-passthrough (default) or container); see `ccgpu sim host --list-profiles`.")
+    ] = "1x8xh100-snp,1x1xh200-snp,1x4xh100-notee,1x4xh100-notee:container",
+    json_output: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON on stdout.")] = False,
+    workdir: Annotated[
+        Path | None, typer.Option("--workdir", help="Keep every node's host tree (and cluster.log) here.")
+    ] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Leave it running and print a kubeconfig for kubectl.")] = False,
+    scenario: Annotated[
+        Path | None, typer.Option("--scenario", help="YAML steps to run after convergence, with expected outcomes.")
+    ] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for convergence.")] = 90.0,
+) -> None:
+    """Run the whole system on a simulated mixed cluster and a sample confidential pod (exit 0: all as expected)."""
+    from ccgpu.sim import simulate as sim
+
+    try:
+        opts = sim.options(nodes, profile, json_output, workdir, keep, scenario, timeout)
+        if scenario is not None:
+            from ccgpu.sim.scenario import load
+
+            load(scenario)
+        raise typer.Exit(sim.simulate(opts))
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
