@@ -96,12 +96,19 @@ class NodeKubelet:
         await self.kubelet.restart()
 
     # --- capacity ---------------------------------------------------------------------------------------
+    def _live(self) -> dict[str, Any]:
+        """Registered plugins whose ListAndWatch stream is still open (a closed one's devices count as
+        unhealthy, as the real kubelet marks them when a plugin goes away)."""
+        return {r: p for r, p in self.kubelet.plugins.items() if p.watcher is not None and not p.watcher.done()}
+
     def device_capacity(self) -> tuple[dict[str, str], dict[str, str]]:
         capacity, allocatable = {}, {}
+        live = self._live()
         for res, plugin in self.kubelet.plugins.items():
             self.seen_resources.add(res)
             capacity[res] = str(len(plugin.devices))
-            allocatable[res] = str(sum(1 for d in plugin.devices if d.health == "Healthy"))
+            healthy = sum(1 for d in plugin.devices if d.health == "Healthy")
+            allocatable[res] = str(healthy if res in live else 0)
         for res in self.seen_resources - capacity.keys():
             capacity[res] = allocatable[res] = "0"
         return capacity, allocatable
@@ -144,7 +151,7 @@ class NodeKubelet:
 
     # --- pods ---------------------------------------------------------------------------------------------
     def _free(self, res: str) -> list[str]:
-        plugin = self.kubelet.plugins.get(res)
+        plugin = self._live().get(res)
         taken = {d for alloc in self.allocated.values() for d in alloc.get(res, [])}
         return [d.ID for d in (plugin.devices if plugin else []) if d.health == "Healthy" and d.ID not in taken]
 
