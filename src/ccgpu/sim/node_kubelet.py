@@ -113,10 +113,13 @@ class NodeKubelet:
             capacity[res] = allocatable[res] = "0"
         return capacity, allocatable
 
-    async def sync_once(self) -> None:
+    async def sync_once(self, node: dict[str, Any] | None = None, pods: list[dict[str, Any]] | None = None) -> None:
+        """One pass; `node` and `pods` (those bound here) come from a shared listing when a `KubeletFleet` runs
+        many kubelets, else they are read here."""
         from lightkube.resources.core_v1 import Node, Pod
 
-        node = (await self.client.get(Node, self.name)).to_dict()
+        if node is None:
+            node = (await self.client.get(Node, self.name)).to_dict()
         status = node.get("status") or {}
         capacity, allocatable = self.device_capacity()
         have_cap = status.get("capacity") or {}
@@ -125,8 +128,9 @@ class NodeKubelet:
                 any(have_alloc.get(k) != v for k, v in allocatable.items()):
             await self._patch_status({"capacity": {**BASE_CAPACITY, **capacity},
                                       "allocatable": {**BASE_CAPACITY, **allocatable}})
-        pods = [p.to_dict() async for p in self.client.list(Pod, namespace="*",
-                                                            fields={"spec.nodeName": self.name})]
+        if pods is None:
+            pods = [p.to_dict() async for p in self.client.list(Pod, namespace="*",
+                                                                fields={"spec.nodeName": self.name})]
         live = set()
         for pod in pods:
             meta = pod["metadata"]
@@ -248,3 +252,33 @@ class NodeKubelet:
         from ccgpu.sim.loop import every
 
         await every(self.interval_s, stop, self.sync_once, f"kubelet {self.name}")
+
+
+class KubeletFleet:
+    """Runs many nodes' kubelet passes off one listing of nodes and pods per pass (hundreds of simulated nodes
+    would otherwise each GET their node and LIST their pods several times a second)."""
+
+    def __init__(self, client: Any, kubelets: dict[str, NodeKubelet], interval_s: float = 0.1) -> None:
+        self.client = client
+        self.kubelets = kubelets
+        self.interval_s = interval_s
+
+    async def sync_once(self) -> None:
+        from lightkube.resources.core_v1 import Node, Pod
+
+        nodes = {n.metadata.name: n.to_dict() async for n in self.client.list(Node)}
+        by_node: dict[str, list[dict[str, Any]]] = {}
+        async for p in self.client.list(Pod, namespace="*"):
+            if p.spec and p.spec.nodeName in self.kubelets:
+                by_node.setdefault(p.spec.nodeName, []).append(p.to_dict())
+        results = await asyncio.gather(*(k.sync_once(nodes[name], by_node.get(name, []))
+                                         for name, k in self.kubelets.items() if name in nodes),
+                                       return_exceptions=True)
+        errors = [r for r in results if isinstance(r, Exception)]
+        if errors:
+            raise errors[0]
+
+    async def run(self, stop: Any) -> None:
+        from ccgpu.sim.loop import every
+
+        await every(self.interval_s, stop, self.sync_once, "kubelets")

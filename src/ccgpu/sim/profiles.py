@@ -406,13 +406,15 @@ def get_profile(name: str) -> HostProfile:
 
 
 def fixtures_dir() -> Path:
-    """shared/fixtures: $CCGPU_SHARED/fixtures, else ../shared/fixtures beside the checkout."""
+    """shared/fixtures: $CCGPU_SHARED/fixtures, else ../shared/fixtures beside the checkout, else the copy of the
+    two captures vendored in the package (so an installed ccgpu finds them)."""
     import os
 
     env = os.environ.get("CCGPU_SHARED")
     here = Path(__file__).resolve()
     candidates = [Path(env) / "fixtures"] if env else []
     candidates += [p / "shared" / "fixtures" for p in here.parents]
+    candidates.append(here.parent / "captures")  # the copy shipped in the package (captures/README.md)
     for c in candidates:
         if (c / "h100-sxm5-80gb" / "sysfs").is_dir():
             return c

@@ -95,3 +95,31 @@ async def test_kubelet_restart_operator_restart_and_agent_crash_converge_again(w
         assert "ccgpu.dev/cc-mode-switch" not in (node["metadata"].get("annotations") or {}), "intent cleared"
     finally:
         await c.stop()
+
+
+async def test_converges_with_5_percent_of_api_requests_failing(workdir):
+    c = Cluster(parse_nodes("2x1xh200-snp"), workdir, seed=7)
+    await c.start()
+    try:
+        c.api.faults.fail(rate=0.05, code=500)
+        await c.apply_policy()
+        report = await c.wait_converged(60)
+        assert report.ok, report.failed()
+        assert c.api.faults.injected > 0, "faults were really injected"
+    finally:
+        await c.stop()
+
+
+async def test_operator_restart_mid_convergence_still_converges(workdir):
+    c = Cluster(parse_nodes("1x1xh200-snp,1x4xh100-notee:container"), workdir)
+    await c.start()
+    try:
+        await c.apply_policy()
+        first = await c.wait_converged(0.5)
+        assert not first.ok, "restart must land before convergence to test anything"
+        await c.stop_operator()
+        c.start_operator()
+        report = await c.wait_converged(60)
+        assert report.ok, report.failed()
+    finally:
+        await c.stop()
