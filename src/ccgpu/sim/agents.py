@@ -165,7 +165,7 @@ async def run_device_plugin(ctx: AgentContext, stop: asyncio.Event) -> None:
     from ccgpu.agents.device_plugin.server import DevicePluginAgent, DevicePluginConfig
 
     cfg = DevicePluginConfig(host_root=ctx.host_root, plugin_dir=ctx.plugin_dir, aliases=_aliases(ctx),
-                             rediscover_period_s=ctx.interval_s, health_period_s=0.05)
+                             rediscover_period_s=ctx.interval_s * 2, health_period_s=ctx.interval_s)
     await DevicePluginAgent(cfg).run(stop)
 
 

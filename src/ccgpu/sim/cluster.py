@@ -118,7 +118,7 @@ class Cluster:
         # do not drown the API server: 0.1 s for the controllers up to 50 nodes, agents 0.2 s up to 50 nodes.
         n = len(nodes)
         self.interval_s = interval_s if interval_s is not None else max(0.1, 0.002 * n)
-        self.agent_interval_s = max(0.2, 0.004 * n)
+        self.agent_interval_s = max(0.2, 0.02 * n)
         self.nfd_interval_s = max(0.3, 0.006 * n)
         self.api: Any = None
         self.client: Any = None

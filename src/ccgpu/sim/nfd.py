@@ -16,6 +16,7 @@ label that stops being derived is removed, and a node is patched only when somet
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -268,7 +269,7 @@ class NfdEmulator:
             root = self.hosts.get(node.metadata.name)
             if root is None:
                 continue
-            wanted = node_labels(Sysfs(root), rules)
+            wanted = await asyncio.to_thread(node_labels, Sysfs(root), rules)  # sysfs reads off the loop
             patch = node_patch(node.metadata.labels or {}, node.metadata.annotations or {}, wanted)
             if patch is not None:
                 await self.client.patch(Node, node.metadata.name, patch, patch_type=PatchType.MERGE)
