@@ -52,3 +52,28 @@ def test_simulate_refuses_a_non_empty_workdir_and_changes_nothing(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "not an empty directory" in proc.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.timeout(120)
+def test_simulate_scenario_file_runs_its_steps_and_reports_each(tmp_path):
+    steps = tmp_path / "steps.yaml"
+    steps.write_text(
+        "steps:\n"
+        "  - fall_off_bus: {node: '#0', gpu: 0}\n"
+        "  - expect: {node: '#0', allocatable: {nvidia.com/pgpu: '0'}, timeout: 20}\n"
+        "  - pod: {name: p2, runtimeClass: kata-qemu-nvidia-gpu-snp, gpus: 1}\n"
+        "  - expect: {pod: p2, phase: Running, node: '#1', timeout: 20}\n"
+    )
+    proc = subprocess.run(ccgpu_command("simulate", "--json", "-p", "2x1xh200-snp", "--scenario", str(steps)),  # noqa: S603 - our own CLI
+                          env=ccgpu_env(), capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    assert [s["ok"] for s in summary["scenario"]] == [True] * 4
+
+
+def test_a_scenario_with_an_unknown_action_is_refused_before_anything_starts(tmp_path):
+    steps = tmp_path / "steps.yaml"
+    steps.write_text("steps:\n  - reboot: '#0'\n")
+    proc = subprocess.run(ccgpu_command("simulate", "--scenario", str(steps)), env=ccgpu_env(),  # noqa: S603 - our own CLI
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "each step is one of: label, pod" in proc.stderr
