@@ -135,6 +135,7 @@ class Controller:
         return plan
 
     async def _post_events(self, events: list[Event], policies: Mapping[str, Mapping[str, Any]]) -> None:
+        fresh: list[Event] = []
         for ev in events:
             fingerprint = (ev.kind, ev.name, ev.reason, ev.message)
             if fingerprint in self._posted:
@@ -144,8 +145,15 @@ class Controller:
                 self._posted.popitem(last=False)
             level = logging.WARNING if ev.type == "Warning" else logging.INFO
             log.log(level, "%s %s: %s: %s", ev.kind, ev.name, ev.reason, ev.message)
+            fresh.append(ev)
+        sem = asyncio.Semaphore(self.cfg.write_concurrency)
+
+        async def post(ev: Event) -> None:
             uid = (policies.get(ev.name, {}).get("metadata") or {}).get("uid") if ev.kind == policy.KIND else None
-            await self.writer.post_event(ev, uid)
+            async with sem:
+                await self.writer.post_event(ev, uid)
+
+        await asyncio.gather(*(post(ev) for ev in fresh))
 
     async def run(self, stop: asyncio.Event, leading: Callable[[], bool] = lambda: True) -> None:
         """Reconcile whenever woken (or every resync_s) once synced, while leading; back off on errors."""
