@@ -54,20 +54,25 @@ def operator_cmd(
     namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the operand DaemonSets.")] = "ccgpu",
     image: Annotated[str, typer.Option(help="The ccgpu image the sandbox operands run.")] = "ccgpu:" + __version__,
     nvidia_repository: Annotated[str, typer.Option(help="Registry path of NVIDIA's operand images.")] = "",
-    metrics_port: Annotated[int, typer.Option(help="Port for /metrics and /healthz (0: off).")] = 8080,
+    metrics_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port for /metrics and /healthz (0: off).")
+    ] = 8080,
     kubeconfig: Annotated[
         Path | None, typer.Option(help="kubeconfig file (default: in-cluster, then ~/.kube/config).")
     ] = None,
     standalone: Annotated[bool, typer.Option(help="Skip leader election (one replica only).")] = False,
 ) -> None:
     """Run the cluster operator (ClusterPolicy controller)."""
-    import asyncio
+    from ccgpu.operator.controller import ConfigError, OperatorConfig, run_until_signalled
 
-    from ccgpu.operator.controller import OperatorConfig, run
-
-    cfg = OperatorConfig(namespace=namespace, image=image, nvidia_repository=nvidia_repository,
-                         metrics_port=metrics_port, kubeconfig=kubeconfig, standalone=standalone)
-    asyncio.run(run(cfg))
+    try:
+        cfg = OperatorConfig(namespace=namespace, image=image, nvidia_repository=nvidia_repository,
+                             metrics_port=metrics_port, kubeconfig=kubeconfig, standalone=standalone)
+        cfg.check()
+    except ConfigError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    run_until_signalled(cfg)
 
 
 @sim_app.command("apiserver")

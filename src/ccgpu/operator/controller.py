@@ -12,6 +12,8 @@ import asyncio
 import datetime as dt
 import logging
 import os
+import re
+import signal
 import socket
 import time
 from collections import OrderedDict
@@ -31,6 +33,10 @@ log = logging.getLogger(__name__)
 LEASE_NAME = "ccgpu-operator-leader"
 
 
+class ConfigError(ValueError):
+    """An operator setting that cannot work; the message says which and what is accepted."""
+
+
 @dataclass
 class OperatorConfig:
     namespace: str = "ccgpu"
@@ -46,6 +52,16 @@ class OperatorConfig:
     lease_renew_s: float = 5.0
     debounce_s: float = 0.05
     write_concurrency: int = 16
+
+    def check(self) -> None:
+        """Refuse settings that cannot work, before anything starts."""
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", self.namespace) or len(self.namespace) > 63:
+            raise ConfigError(f"namespace {self.namespace!r} is not a DNS-1123 label (lowercase letters, digits, "
+                              "'-', at most 63)")
+        if not self.image:
+            raise ConfigError("--image must name the ccgpu image the sandbox operands run, e.g. ccgpu:0.1.0")
+        if self.kubeconfig is not None and not self.kubeconfig.is_file():
+            raise ConfigError(f"kubeconfig {str(self.kubeconfig)!r} is not a file; omit --kubeconfig in a pod")
 
 
 class Sources(Protocol):
@@ -280,3 +296,19 @@ async def run(cfg: OperatorConfig, stop: asyncio.Event | None = None,
             await runner.cleanup()
         await client.close()
     return controller
+
+
+def run_until_signalled(cfg: OperatorConfig) -> None:
+    """`ccgpu operator`: run until SIGTERM/SIGINT, then stop cleanly (watches closed, Lease kept to expire)."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run(cfg, stop)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kopf").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    asyncio.run(main())
