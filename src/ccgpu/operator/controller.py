@@ -1,6 +1,6 @@
-"""`ccgpu operator`: kopf's watches fill a store; one level-triggered loop reconciles from it.
+"""`ccgpu operator`: watches fill a store; one level-triggered loop reconciles from it.
 
-`watch.py` runs kopf (event machinery only, it writes nothing). The loop here waits until the store holds every
+`watch.py` runs kopf (event machinery only, it writes nothing) and the node list+watch. The loop here waits until the store holds every
 watched object (a partial cache would make it delete what it cannot see yet), then on every change computes the
 whole desired state (`plan.reconcile`) and writes only the differences through lightkube, and only while this
 replica holds the leader Lease.
@@ -240,7 +240,13 @@ async def run(cfg: OperatorConfig, stop: asyncio.Event | None = None,
     import yaml
 
     from ccgpu.operator.leader import LeaseElector
-    from ccgpu.operator.watch import KopfThread, WatchStore, build_registry, connection_from_kubeconfig
+    from ccgpu.operator.watch import (
+        KopfThread,
+        NodeWatcher,
+        WatchStore,
+        build_registry,
+        connection_from_kubeconfig,
+    )
     from ccgpu.operator.writer import KubeWriter
 
     stop = stop or asyncio.Event()
@@ -251,16 +257,25 @@ async def run(cfg: OperatorConfig, stop: asyncio.Event | None = None,
     kc = cfg.kubeconfig_dict
     if kc is None and cfg.kubeconfig is not None:
         kc = yaml.safe_load(cfg.kubeconfig.read_text())
+    node_watcher = NodeWatcher(client, store, controller.trigger)
+    kopf_synced = asyncio.Event()
+
+    async def both_synced() -> None:  # the loop starts only once nodes are listed and kopf's indexes are full
+        await node_watcher.listed.wait()
+        await kopf_synced.wait()
+        controller.synced.set()
+
     registry = build_registry(
         store,
-        on_synced=lambda: loop.call_soon_threadsafe(controller.synced.set),
+        on_synced=lambda: loop.call_soon_threadsafe(kopf_synced.set),
         on_change=lambda: loop.call_soon_threadsafe(controller.trigger),
         connection=(lambda: connection_from_kubeconfig(kc)) if kc is not None else None,
     )
     kopf_thread = KopfThread(registry)
     if started is not None:
         started(controller)
-    tasks = []
+    tasks = [asyncio.create_task(node_watcher.run(stop), name="nodes"),
+             asyncio.create_task(both_synced(), name="synced")]
     if cfg.standalone:
         def leading() -> bool:
             return True
@@ -290,6 +305,8 @@ async def run(cfg: OperatorConfig, stop: asyncio.Event | None = None,
                     raise t.exception()
     finally:
         stop.set()
+        tasks[0].cancel()  # the node watch blocks on its stream
+        tasks[1].cancel()  # and the sync gate, if the operator stops before it synced
         await asyncio.gather(*tasks, return_exceptions=True)
         await kopf_thread.stop()
         if runner is not None:

@@ -26,6 +26,7 @@ from ccgpu.operator.operands import enabled_operands
 from ccgpu.operator.policy import API_VERSION, KIND, PolicyError, inconsistencies, parse_spec
 from ccgpu.operator.status import ignored_status, policy_status, summarize_nodes
 
+MAX_NODE_EVENTS = 20  # above this many relabelled nodes in one reconcile, one summary Event on the policy
 Verb = Literal["create", "replace", "delete", "patch-node", "status"]
 
 
@@ -150,6 +151,7 @@ def reconcile(snap: Snapshot, *, namespace: str, images: Images, now: str) -> Pl
         spec, problems = None, [str(e)]
 
     workloads: Counter[str] = Counter()
+    labelled: list[Event] = []
     if spec is None or problems:
         # An inconsistent policy is applied not at all: only its status says why.
         summary = summarize_nodes(snap.nodes.values(), {})
@@ -165,10 +167,15 @@ def reconcile(snap: Snapshot, *, namespace: str, images: Images, now: str) -> Pl
             any_gpu = any_gpu or nodelabels.has_gpu(lab)
             if node_plan.changes:
                 plan.writes.append(Write("patch-node", node_key(name), node_plan.changes))
-                plan.events.append(Event("Node", name, "Normal", "GPULabelsUpdated",
-                                         _label_message(name, node_plan.changes)))
+                labelled.append(Event("Node", name, "Normal", "GPULabelsUpdated",
+                                      _label_message(name, node_plan.changes)))
             if node_plan.warning:
                 plan.events.append(Event("Node", name, "Warning", "InvalidWorkloadConfig", node_plan.warning))
+        if len(labelled) <= MAX_NODE_EVENTS:
+            plan.events += labelled
+        else:  # a first install or a policy change relabels many nodes: one summary, not an Event storm
+            plan.events.append(Event(KIND, meta["name"], "Normal", "GPULabelsUpdated",
+                                     f"updated GPU operand labels on {len(labelled)} nodes"))
         desired = desired_objects(spec, owner, namespace, images, any_gpu)
         object_writes = diff_objects(desired, snap.owned)
         plan.writes += object_writes
