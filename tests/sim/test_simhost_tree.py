@@ -279,3 +279,18 @@ def test_create_refuses_unknown_overrides_and_impossible_variants(host_dir):
 def test_opening_a_directory_that_is_not_a_simulated_host_is_refused(host_dir):
     with pytest.raises(SimHostError, match="not a simulated host tree"):
         SimulatedHost.open(host_dir)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"tee": "tdx"}, "tee 'tdx' on a amd CPU; accepted: snp, None"),
+        ({"cpu_vendor": "sparc"}, "cpu_vendor 'sparc'"),
+        ({"gpu_driver": "nouveau"}, "accepted: nvidia, vfio-pci, None"),
+        ({"reset_ms": -1}, "reset_ms -1"),
+    ],
+)
+def test_impossible_profile_variants_are_refused_saying_what_is_accepted(host_dir, overrides, message):
+    with pytest.raises(ProfileError, match=re.escape(message)):
+        SimulatedHost.create(host_dir / "v", "8xh100-snp", **overrides)
+    assert not (host_dir / "v").exists()

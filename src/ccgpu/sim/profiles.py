@@ -315,6 +315,22 @@ class HostProfile:
     extra_cmdline: tuple[str, ...] = ()
     reset_ms: int = 0  # how long every device's reset takes (per-device knob: SimDevice.set_reset_duration)
 
+    def __post_init__(self) -> None:
+        tees = {"amd": ("snp", None), "intel": ("tdx", None), "arm": (None,)}
+        if self.cpu_vendor not in tees:
+            raise ProfileError(f"cpu_vendor {self.cpu_vendor!r}; accepted: {', '.join(tees)}")
+        if self.tee not in tees[self.cpu_vendor]:
+            accepted = ", ".join(str(t) for t in tees[self.cpu_vendor])
+            raise ProfileError(f"tee {self.tee!r} on a {self.cpu_vendor} CPU; accepted: {accepted}")
+        if self.gpu_driver not in ("nvidia", "vfio-pci", None):
+            raise ProfileError(f"gpu_driver {self.gpu_driver!r}; accepted: nvidia, vfio-pci, None (unbound)")
+        if not isinstance(self.reset_ms, int) or self.reset_ms < 0:
+            raise ProfileError(f"reset_ms {self.reset_ms!r}; accepted: a whole number of milliseconds >= 0")
+        if self.cpus < 1 or self.numa_nodes < 1 or self.cpus % self.numa_nodes:
+            raise ProfileError(f"{self.cpus} CPUs do not split evenly over {self.numa_nodes} NUMA nodes")
+        if len({s.bdf for s in self.slots}) != len(self.slots):
+            raise ProfileError(f"profile {self.name}: two slots share one PCI address")
+
     @property
     def grace(self) -> bool:
         return self.cpu_vendor == "arm"
