@@ -30,7 +30,9 @@ def _ms(seconds: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", default="/dev/shm" if Path("/dev/shm").is_dir() else None, help="scratch directory")
+    parser.add_argument(
+        "--dir", default="/dev/shm" if Path("/dev/shm").is_dir() else None, help="scratch directory"
+    )
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="ccgpu-simhost-bench-", dir=args.dir))

@@ -429,3 +429,10 @@ def test_host_wide_reset_duration_applies_to_every_device(make_host):
     start = time.monotonic()
     host.gpu(host.gpus()[0]).reset()
     assert time.monotonic() - start >= 0.04
+
+
+def test_runtime_pm_control_keeps_what_a_tool_wrote(host):
+    fs = host.sysfs
+    fs.write(dev(GPU, "power/control"), "auto")
+    fs.write("sys/bus/pci/drivers/nvidia/unbind", GPU)  # re-renders the device
+    assert fs.read(dev(GPU, "power/control")) == "auto"

@@ -91,7 +91,7 @@ def _device_state(
     cpus, cpulist = _cpu_lists(profile, numa)
     attrs["local_cpus"], attrs["local_cpulist"] = cpus + "\n", cpulist + "\n"
     model = dp.model
-    return DeviceState(
+    dev = DeviceState(
         bdf=str(bdf),
         kind=dp.kind,
         profile=dp.name,
@@ -111,6 +111,11 @@ def _device_state(
         reset_method=attrs.get("reset_method", "flr\n").strip(),
         reset_ms=profile.reset_ms,
     )
+    if dev.cc_capable:
+        dev.cc_current = dev.cc_pending = profile.cc_mode
+    if dev.ppcie_capable:  # HostProfile refuses CC and PPCIe both on
+        dev.ppcie_current = dev.ppcie_pending = profile.ppcie_mode
+    return dev
 
 
 def build_state(profile: HostProfile, fixtures: Path | None = None) -> HostState:

@@ -242,6 +242,15 @@ class SimDevice:
         with self._edit_present() as dev:
             kernel.set_pending_ppcie(dev, mode)
 
+    def force_modes(self, cc: str | None = None, ppcie: str | None = None) -> None:
+        """Put the device in a mode as if it had booted that way (current and pending both): a test set-up knob."""
+        with self._edit_present() as dev:
+            if cc is not None:
+                kernel.set_pending_cc(dev, cc)
+            if ppcie is not None:
+                kernel.set_pending_ppcie(dev, ppcie)
+            dev.cc_current, dev.ppcie_current = dev.cc_pending, dev.ppcie_pending
+
     def reset(self) -> None:
         """Reset the way gpu-admin-tools' --reset-with-os does: write 1 to the device's sysfs `reset`."""
         self.host.sysfs.write(f"sys/bus/pci/devices/{self.bdf}/reset", "1")

@@ -314,6 +314,8 @@ class HostProfile:
     numa_nodes: int = 2
     extra_cmdline: tuple[str, ...] = ()
     reset_ms: int = 0  # how long every device's reset takes (per-device knob: SimDevice.set_reset_duration)
+    cc_mode: str = "off"  # CC mode the CC-capable GPUs booted in ("off", "on", "devtools")
+    ppcie_mode: str = "off"  # PPCIe mode the PPCIe-capable devices booted in ("off", "on")
 
     def __post_init__(self) -> None:
         tees = {"amd": ("snp", None), "intel": ("tdx", None), "arm": (None,)}
@@ -324,6 +326,12 @@ class HostProfile:
             raise ProfileError(f"tee {self.tee!r} on a {self.cpu_vendor} CPU; accepted: {accepted}")
         if self.gpu_driver not in ("nvidia", "vfio-pci", None):
             raise ProfileError(f"gpu_driver {self.gpu_driver!r}; accepted: nvidia, vfio-pci, None (unbound)")
+        if self.cc_mode not in ("off", "on", "devtools") or self.ppcie_mode not in ("off", "on"):
+            raise ProfileError(
+                f"cc_mode {self.cc_mode!r} / ppcie_mode {self.ppcie_mode!r}; accepted: off, on, devtools / off, on"
+            )
+        if self.cc_mode != "off" and self.ppcie_mode != "off":
+            raise ProfileError("a GPU boots in CC mode or in PPCIe mode, not both")
         if not isinstance(self.reset_ms, int) or self.reset_ms < 0:
             raise ProfileError(f"reset_ms {self.reset_ms!r}; accepted: a whole number of milliseconds >= 0")
         if self.cpus < 1 or self.numa_nodes < 1 or self.cpus % self.numa_nodes:
