@@ -133,7 +133,7 @@ def test_every_device_modalias_class_and_model_agree_with_the_catalog(make_host)
                 f"pci:v{vendor:08X}d{device:08X}sv{sv:08X}sd{sd:08X}bc{cls >> 16:02X}sc{(cls >> 8) & 0xFF:02X}i{cls & 0xFF:02X}"
             )
             kind = host.device(bdf).kind
-            if kind != "audio":
+            if kind in ("gpu", "nvswitch"):
                 assert catalog.lookup(device, cls).kind.value == kind
                 assert catalog.lookup(device, cls).known
 
@@ -235,7 +235,7 @@ def test_grace_host_modules_alias_names_nvgrace_gpu_vfio_pci(make_host):
 
 def test_profiles_can_start_gpus_unbound_or_on_vfio_pci(make_host):
     unbound = make_host("8xh100-snp", gpu_driver=None)
-    assert all(unbound.device(b).driver is None for b in unbound.devices())
+    assert all(unbound.device(b).driver is None for b in unbound.gpus() + unbound.nvswitches())
     vfio = make_host("8xh100-snp-iommufd", gpu_driver="vfio-pci")
     fs = Sysfs(vfio.root)
     assert len(fs.listdir("dev/vfio/devices")) == 12
@@ -294,3 +294,13 @@ def test_impossible_profile_variants_are_refused_saying_what_is_accepted(host_di
     with pytest.raises(ProfileError, match=re.escape(message)):
         SimulatedHost.create(host_dir / "v", "8xh100-snp", **overrides)
     assert not (host_dir / "v").exists()
+
+
+def test_other_vendors_devices_stay_on_their_own_driver_whatever_the_gpus_start_on(make_host):
+    host = make_host("8xh100-snp", gpu_driver="vfio-pci")
+    fs = Sysfs(host.root)
+    nic = "0000:c1:00.0"
+    assert fs.read(f"sys/bus/pci/devices/{nic}/vendor") == "0x15b3"
+    assert fs.readlink(f"sys/bus/pci/devices/{nic}/driver") == "../../../bus/pci/drivers/mlx5_core"
+    assert nic not in host.gpus() + host.nvswitches()
+    assert host.device(nic).kind == "other"

@@ -23,7 +23,15 @@ class SimHostError(ValueError):
     """A request the simulated host cannot carry out (bad profile, unknown device, not-empty directory...)."""
 
 
-def _pci_drivers(profile: HostProfile, has_audio: bool) -> dict[str, PciDriver]:
+# Id tables of the non-NVIDIA drivers a profile's devices may need (pci_device_id: vendor, device, class, mask).
+_OTHER_DRIVERS = {
+    "snd_hda_intel": [[None, None, 0x040300, 0xFFFF00, False]],
+    "mlx5_core": [[0x15B3, None, 0, 0, False]],
+}
+
+
+def _pci_drivers(profile: HostProfile, others: set[str]) -> dict[str, PciDriver]:
+    """The PCI drivers loaded at boot: nvidia (unless the profile says not), what `others` need, the VFIO ones."""
     drivers = {}
     if profile.nvidia_loaded:
         drivers["nvidia"] = PciDriver(
@@ -31,10 +39,8 @@ def _pci_drivers(profile: HostProfile, has_audio: bool) -> dict[str, PciDriver]:
             "nvidia",
             ids=[[NVIDIA, None, 0x030000, 0xFF0000, False], [NVIDIA, None, 0x068000, 0xFFFFFF, False]],
         )
-    if has_audio:
-        drivers["snd_hda_intel"] = PciDriver(
-            "snd_hda_intel", "snd_hda_intel", ids=[[None, None, 0x040300, 0xFFFF00, False]]
-        )
+    for name in sorted(others):
+        drivers[name] = PciDriver(name, name, ids=_OTHER_DRIVERS[name])
     if profile.grace:
         drivers["nvgrace_gpu_vfio_pci"] = PciDriver(
             "nvgrace_gpu_vfio_pci",
@@ -107,9 +113,10 @@ def _device_state(
         iommu_group=group if profile.iommu else None,
         numa_node=numa,
         cc_capable=dp.kind == "gpu" and model.cc_capable,
-        ppcie_capable=dp.kind != "audio" and model.ppcie_capable,
+        ppcie_capable=dp.kind in ("gpu", "nvswitch") and model.ppcie_capable,
         reset_method=attrs.get("reset_method", "flr\n").strip(),
         reset_ms=profile.reset_ms,
+        default_driver=dp.default_driver,
     )
     if dev.cc_capable:
         dev.cc_current = dev.cc_pending = profile.cc_mode
@@ -138,7 +145,8 @@ def build_state(profile: HostProfile, fixtures: Path | None = None) -> HostState
             devices[str(aux)] = _device_state(profile, dp.audio, aux, index, slot.iommu_group, numa)
             devices[str(aux)].supplier = str(bdf)
             index += 1
-    drivers = _pci_drivers(profile, any(d.kind == "audio" for d in devices.values()))
+    others = {d.default_driver for d in devices.values() if d.kind in ("audio", "other")}
+    drivers = _pci_drivers(profile, others)
     state = HostState(
         profile=profile.name,
         kernel_release=profile.kernel_release,
@@ -155,18 +163,22 @@ def build_state(profile: HostProfile, fixtures: Path | None = None) -> HostState
 
 
 def _initial_binding(state: HostState, profile: HostProfile) -> None:
+    """GPUs and NVSwitches on the profile's driver (their audio functions follow them onto VFIO, else stay on
+    their own driver); other vendors' devices on their own driver."""
     want = profile.gpu_driver
-    if want is None:
-        return
-    if want not in state.drivers:
+    if want is not None and want not in state.drivers:
         raise SimHostError(
             f"profile {profile.name}: GPUs cannot start on {want!r}: that driver is not loaded "
             f"(loaded: {', '.join(state.drivers)})"
         )
     for dev in state.devices.values():
-        target = want
-        if dev.kind == "audio":
-            target = want if state.drivers[want].vfio else "snd_hda_intel"
+        target: str | None = dev.default_driver
+        if dev.kind in ("gpu", "nvswitch"):
+            target = want
+        elif dev.kind == "audio":
+            target = None if want is None else want if state.drivers[want].vfio else dev.default_driver
+        if target is None:
+            continue
         drv = state.drivers[target]
         if drv.vfio:
             dev.driver_override = target  # as vfio-manager leaves it
@@ -225,6 +237,7 @@ def _modules_alias(profile: HostProfile) -> str:
         "alias pci:v000010DEd*sv*sd*bc03sc02i00* nvidia",
         "alias pci:v000010DEd*sv*sd*bc06sc80i00* nvidia",
         "alias pci:v*d*sv*sd*bc04sc03i00* snd_hda_intel",
+        "alias pci:v000015B3d00001021sv*sd*bc*sc*i* mlx5_core",
         "alias vfio_pci:v*d*sv*sd*bc*sc*i* vfio_pci",
     ]
     if profile.grace:

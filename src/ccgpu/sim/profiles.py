@@ -47,7 +47,7 @@ class DeviceProfile:
     """One PCI function's attribute files, before per-device identifiers are filled in."""
 
     name: str
-    kind: str  # "gpu", "nvswitch" or "audio"
+    kind: str  # "gpu", "nvswitch", "audio" (a GPU's HDMI function) or "other" (not NVIDIA's)
     vendor: int
     device: int
     subsystem_vendor: int
@@ -188,22 +188,24 @@ def derive(
     bars: tuple[Bar, ...] | None = None,
     link_speed: str | None = None,
     revision: int | None = None,
+    vendor: int | None = None,
 ) -> DeviceProfile:
     """A profile for another device id: the base's attribute files with the identifying ones rewritten."""
     class_code = base.class_code if class_code is None else class_code
     revision = base.revision if revision is None else revision
-    model = catalog.lookup(device, class_code)
+    vendor = base.vendor if vendor is None else vendor
+    kind = catalog.lookup(device, class_code).kind.value if vendor == catalog.NVIDIA_VENDOR_ID else "other"
     attrs = dict(base.attrs)
+    attrs["vendor"] = attrs["subsystem_vendor"] = _hex(vendor)
     attrs["device"] = _hex(device)
     attrs["subsystem_device"] = _hex(subsystem_device)
     attrs["class"] = _hex(class_code, 6)
     attrs["revision"] = _hex(revision, 2)
-    attrs["modalias"] = (
-        modalias(base.vendor, device, base.subsystem_vendor, subsystem_device, class_code) + "\n"
-    )
+    attrs["modalias"] = modalias(vendor, device, vendor, subsystem_device, class_code) + "\n"
     if link_speed:
         attrs["current_link_speed"] = attrs["max_link_speed"] = f"{link_speed}\n"
     config = bytearray(base.config)
+    config[0:2] = config[0x2C:0x2E] = vendor.to_bytes(2, "little")
     config[2:4] = device.to_bytes(2, "little")
     config[8] = revision
     config[9:12] = class_code.to_bytes(3, "little")
@@ -213,7 +215,9 @@ def derive(
     return replace(
         base,
         name=name,
-        kind=model.kind.value,
+        kind=kind,
+        vendor=vendor,
+        subsystem_vendor=vendor,
         device=device,
         subsystem_device=subsystem_device,
         class_code=class_code,
@@ -283,7 +287,18 @@ def device_profiles(fixtures: str) -> dict[str, DeviceProfile]:
     nvswitch_attrs["current_link_width"] = nvswitch_attrs["max_link_width"] = "4\n"
     nvswitch = replace(nvswitch, attrs=nvswitch_attrs)
     gh200 = derive(h100, "gh200", 0x2342, 0x16EB, bars=_bars(16 << 20, 512 * gib, 32 << 20))
-    return {p.name: p for p in (h100, h200, h100_pcie, h100_pcie_vga, h100_nvl, b200, nvswitch, gh200)}
+    nic = derive(
+        h100,
+        "connectx7",
+        0x1021,
+        0x0023,
+        class_code=0x020700,
+        bars=_bars(32 << 20),
+        vendor=0x15B3,
+        revision=0,
+    )
+    nic = replace(nic, default_driver="mlx5_core")
+    return {p.name: p for p in (h100, h200, h100_pcie, h100_pcie_vga, h100_nvl, b200, nvswitch, gh200, nic)}
 
 
 @dataclass(frozen=True)
@@ -353,6 +368,7 @@ def _hgx_slots(gpu: str, gpu_buses: tuple[int, ...], switch_buses: tuple[int, ..
     slots += [
         Slot(f"0000:{bus:02x}:00.0", "h100-nvswitch", iommu_group=60, numa_node=0) for bus in switch_buses
     ]
+    slots.append(Slot("0000:c1:00.0", "connectx7", iommu_group=70, numa_node=1))  # not NVIDIA's: left alone
     return tuple(slots)
 
 
