@@ -21,12 +21,116 @@ attest_app = typer.Typer(help="Attestation: KBS server, guest client, evidence v
 app.add_typer(agent_app, name="agent")
 app.add_typer(sim_app, name="sim")
 app.add_typer(attest_app, name="attest")
+verify_app = typer.Typer(help="Verify SNP or GPU evidence offline and print its claims as JSON.", no_args_is_help=True)
+attest_app.add_typer(verify_app, name="verify")
 
 
 @app.command()
 def version() -> None:
     """Print the ccgpu version."""
     typer.echo(__version__)
+
+
+_HOST_ROOT = typer.Option("/", "--host-root", help="The host's root: / on the node, the host mount in a pod.")
+_CDI_DIR = typer.Option("/var/run/cdi", "--cdi-dir", help="CDI spec directory (a host path, under --host-root).")
+_GPU_ALIAS = typer.Option(
+    None, "--gpu-alias",
+    help="GPU resource and CDI class nvidia.com/<alias>; empty for per-model names. Default: $P_GPU_ALIAS, else pgpu.",
+)
+_NVSWITCH_ALIAS = typer.Option(
+    None, "--nvswitch-alias", help="NVSwitch resource nvidia.com/<alias>. Default: $NVSWITCH_ALIAS, else nvswitch."
+)
+_NODE_NAME = typer.Option(None, "--node-name", envvar="NODE_NAME", help="This node's name (for logs).")
+
+
+@agent_app.command("kata-manager")
+def agent_kata_manager(
+    host_root: str = _HOST_ROOT,
+    cdi_dir: str = _CDI_DIR,
+    gpu_alias: str | None = _GPU_ALIAS,
+    nvswitch_alias: str | None = _NVSWITCH_ALIAS,
+    once: bool = typer.Option(False, "--once", help="Do one pass and exit."),
+    cleanup: bool = typer.Option(
+        False, "--cleanup", help="Remove ccgpu's CDI specs (and, with --configure-containerd, its containerd changes)."
+    ),
+    configure_containerd: bool = typer.Option(
+        False, "--configure-containerd", help="Also add the Kata runtime classes to containerd (drop-in + imports)."
+    ),
+    containerd_config: str | None = typer.Option(
+        None, "--containerd-config", envvar="CONTAINERD_CONFIG", help="containerd's main config (host path)."
+    ),
+    containerd_dropin: str | None = typer.Option(None, "--containerd-dropin", help="ccgpu's containerd drop-in."),
+    interval: float = typer.Option(1.0, "--interval", help="Seconds between passes that pick up device changes."),
+    node_name: str | None = _NODE_NAME,
+) -> None:
+    """Keep the host CDI spec equal to the node's VFIO GPUs; optionally configure containerd for Kata."""
+    from ccgpu.agents import sandbox_cli
+
+    sandbox_cli.run_kata_manager(
+        host_root, cdi_dir, gpu_alias, nvswitch_alias, once, cleanup, configure_containerd, containerd_config,
+        containerd_dropin, interval, node_name,
+    )
+
+
+@agent_app.command("device-plugin")
+def agent_device_plugin(
+    host_root: str = _HOST_ROOT,
+    cdi_dir: str = _CDI_DIR,
+    device_plugin_dir: str = typer.Option(
+        "/var/lib/kubelet/device-plugins", "--device-plugin-dir", help="The kubelet's device-plugin socket directory."
+    ),
+    gpu_alias: str | None = _GPU_ALIAS,
+    nvswitch_alias: str | None = _NVSWITCH_ALIAS,
+    pci_env: bool = typer.Option(
+        False, "--pci-env/--no-pci-env", help="Also set PCI_RESOURCE_NVIDIA_COM_<NAME>=<BDFs> in Allocate."
+    ),
+    wait_for_validations: bool = typer.Option(
+        True, "--wait-for-validations/--no-wait-for-validations",
+        help="Wait for the validator's workload-type (and vfio-pci-ready) files before advertising.",
+    ),
+    once: bool = typer.Option(False, "--once", help="Do one pass (serve, register, advertise) and exit."),
+    node_name: str | None = _NODE_NAME,
+) -> None:
+    """Advertise the node's VFIO GPUs (nvidia.com/pgpu) and NVSwitches to the kubelet (device-plugin API v1beta1)."""
+    from ccgpu.agents import sandbox_cli
+
+    sandbox_cli.run_device_plugin(
+        host_root, cdi_dir, device_plugin_dir, gpu_alias, nvswitch_alias, pci_env, wait_for_validations, once,
+        node_name,
+    )
+
+
+@app.command()
+def doctor(
+    root: Annotated[
+        str, typer.Option("--root", help="Host root to inspect: / on the node, a host mount, a capture.")
+    ] = "/",
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the stable JSON report (README: ccgpu doctor).")
+    ] = False,
+    workload: Annotated[str, typer.Option("--workload", help="vm-passthrough or container.")] = "vm-passthrough",
+) -> None:
+    """Preflight a node for confidential GPU pods and name the fix for each problem."""
+    import json
+    import os
+
+    from rich.console import Console
+
+    from ccgpu.hw import doctor as doc
+    from ccgpu.hw.doctor_output import render_table, report_json
+
+    try:
+        wl = doc.Workload.parse(workload)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--workload") from None
+    if not os.path.isdir(root):
+        raise typer.BadParameter(f"{root!r} is not a directory; give a host root such as / or /host", param_hint="--root")
+    report = doc.diagnose(root, wl)
+    if json_output:
+        typer.echo(json.dumps(report_json(report), indent=2))
+    else:
+        render_table(report, Console())
+    raise typer.Exit(0 if report.ready else 1)
 
 
 @sim_app.command("host")
@@ -74,6 +178,50 @@ def sim_host(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     typer.echo(simhost.describe(built))
+
+
+@verify_app.command("snp")
+def attest_verify_snp(
+    report: Annotated[Path, typer.Argument(help="SNP report, 1184 bytes raw or as hex text.")],
+    vcek: Annotated[Path | None, typer.Option("--vcek", help="VCEK certificate (DER or PEM).")] = None,
+    vlek: Annotated[Path | None, typer.Option("--vlek", help="VLEK certificate (DER or PEM).")] = None,
+    chain: Annotated[Path | None, typer.Option("--chain", help="ASK/ARK(/ASVK) PEM to trust; default AMD's.")] = None,
+    report_data: Annotated[str | None, typer.Option("--report-data", help="Expected report_data, hex.")] = None,
+) -> None:
+    """Verify an SEV-SNP report against its VCEK/VLEK and AMD's chain; print the claims."""
+    from ccgpu.attest import verify_cli
+
+    raise typer.Exit(
+        verify_cli.run(
+            verify_cli.verify_snp_files, report=report, vcek=vcek, vlek=vlek, chain=chain, report_data=report_data
+        )
+    )
+
+
+@verify_app.command("gpu")
+def attest_verify_gpu(
+    evidence: Annotated[Path, typer.Argument(help="SPDM GET_MEASUREMENTS request+response, raw or hex text.")],
+    certs: Annotated[Path, typer.Option("--certs", help="GPU certificate chain (PEM, leaf first).")],
+    root: Annotated[Path | None, typer.Option("--root", help="Device root to trust (PEM); default NVIDIA's.")] = None,
+    nonce: Annotated[str | None, typer.Option("--nonce", help="Expected 32-byte SPDM nonce, hex.")] = None,
+) -> None:
+    """Verify an NVIDIA GPU attestation report against its chain and root; print the claims."""
+    from ccgpu.attest import verify_cli
+
+    raise typer.Exit(verify_cli.run(verify_cli.verify_gpu_files, evidence=evidence, certs=certs, root=root, nonce=nonce))
+
+
+@sim_app.command("apiserver")
+def sim_apiserver(
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port on 127.0.0.1 (0: a free one).")] = 0,
+    kubeconfig_out: Annotated[
+        Path | None, typer.Option("--kubeconfig-out", help="Write a kubeconfig for kubectl here.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for generated names, uids and injected faults.")] = 0,
+) -> None:
+    """Serve the Kubernetes API simulator on 127.0.0.1 (for kubectl and clients) until interrupted."""
+    from ccgpu.sim.apiserver.standalone import run
+
+    run(port, kubeconfig_out, seed, announce=lambda line: typer.echo(line, err=False))
 
 
 def main() -> None:  # pragma: no cover - console entry point
