@@ -13,6 +13,7 @@ from ccgpu.sim.host import SimHostError, SimulatedHost
 from ccgpu.sim.profiles import HOST_PROFILES, REPLACED_ATTRS, ProfileError, get_profile, list_profiles
 
 REQUIRED_PROFILES = {
+    "2xh100-nvl-snp",
     "8xh100-snp",
     "8xh100-snp-iommufd",
     "1xh200-snp",
@@ -304,3 +305,12 @@ def test_other_vendors_devices_stay_on_their_own_driver_whatever_the_gpus_start_
     assert fs.readlink(f"sys/bus/pci/devices/{nic}/driver") == "../../../bus/pci/drivers/mlx5_core"
     assert nic not in host.gpus() + host.nvswitches()
     assert host.device(nic).kind == "other"
+
+
+def test_h100_nvl_host_shows_device_0x2321_which_the_catalog_calls_cc_capable(make_host):
+    """gpu-operator#1851: NVIDIA's allowlist left H100 NVL (0x2321) out of CC; the simulated host carries one."""
+    host = make_host("2xh100-nvl-snp")
+    fs = Sysfs(host.root)
+    for bdf in host.gpus():
+        assert fs.read(f"sys/bus/pci/devices/{bdf}/device") == "0x2321"
+        assert host.gpu(bdf).query_cc().cc_capable

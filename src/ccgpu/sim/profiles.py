@@ -417,6 +417,11 @@ HOST_PROFILES: dict[str, HostProfile] = {
             cpus=32,
         ),
         HostProfile(
+            "2xh100-nvl-snp",
+            "Two H100 NVL (0x2321, missing from NVIDIA's CC allowlist: gpu-operator#1851), AMD SEV-SNP, IOMMU on",
+            _hgx_slots("h100-nvl", (0x41, 0xC2)),
+        ),
+        HostProfile(
             "1xgh200-notee",
             "One GH200 (Grace Hopper, arm64), no CPU TEE; modules.alias has nvgrace_gpu_vfio_pci",
             _hgx_slots("gh200", (0x01,)),
