@@ -314,3 +314,10 @@ def test_h100_nvl_host_shows_device_0x2321_which_the_catalog_calls_cc_capable(ma
     for bdf in host.gpus():
         assert fs.read(f"sys/bus/pci/devices/{bdf}/device") == "0x2321"
         assert host.gpu(bdf).query_cc().cc_capable
+
+
+def test_tdx_host_reports_its_private_key_ids_in_the_misc_cgroup(make_host):
+    fs = Sysfs(make_host("8xb200-tdx").root)
+    assert fs.read("sys/fs/cgroup/misc.capacity") == "tdx 63"
+    assert "tdx_host_platform" in fs.read("proc/cpuinfo")
+    assert "intel_iommu=on" in fs.read("proc/cmdline").split()

@@ -255,12 +255,7 @@ def static_files(profile: HostProfile) -> dict[str, tuple[str, int]]:
         "proc/cmdline": (_cmdline(profile), 0o444),
         "proc/sys/kernel/osrelease": (profile.kernel_release + "\n", 0o444),
         f"lib/modules/{profile.kernel_release}/modules.alias": (_modules_alias(profile), 0o644),
-        f"lib/modules/{profile.kernel_release}/modules.builtin": (
-            "kernel/drivers/pci/pci-stub.ko\nkernel/drivers/iommu/iommufd/iommufd.ko\n"
-            if profile.iommufd
-            else "kernel/drivers/pci/pci-stub.ko\n",
-            0o644,
-        ),
+        f"lib/modules/{profile.kernel_release}/modules.builtin": ("kernel/drivers/pci/pci-stub.ko\n", 0o644),
         "sys/bus/pci/drivers_probe": ("", 0o200),
         "sys/bus/pci/rescan": ("", 0o200),
         "sys/bus/pci/drivers_autoprobe": ("1\n", 0o644),
@@ -273,7 +268,8 @@ def static_files(profile: HostProfile) -> dict[str, tuple[str, int]]:
         files["sys/fs/cgroup/misc.capacity"] = ("sev 410\nsev_es 99\n" if snp else "sev 0\nsev_es 0\n", 0o444)
     elif profile.cpu_vendor == "intel":
         files["sys/module/kvm_intel/parameters/tdx"] = ("Y\n" if profile.tee == "tdx" else "N\n", 0o444)
-        files["sys/fs/cgroup/misc.capacity"] = ("", 0o444)
+        # MISC_CG_RES_TDX: the TDX private key ids KVM can hand to TDs (Linux 6.16+ TDX host support)
+        files["sys/fs/cgroup/misc.capacity"] = ("tdx 63\n" if profile.tee == "tdx" else "", 0o444)
     if profile.iommu:
         unit = {"amd": "ivhd0", "intel": "dmar0", "arm": "smmu3.0x0000000016000000"}[profile.cpu_vendor]
         files[f"sys/class/iommu/{unit}/uevent"] = ("", 0o644)

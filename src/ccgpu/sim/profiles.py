@@ -324,7 +324,7 @@ class HostProfile:
     iommufd: bool = False  # /dev/iommu and vfio cdevs (/dev/vfio/devices/vfioN) besides the legacy groups
     gpu_driver: str | None = "nvidia"  # driver GPUs and NVSwitches start bound to; None = unbound
     nvidia_loaded: bool = True  # whether the nvidia module (and its pci driver) is loaded
-    kernel_release: str = "6.14.0-1011-ccgpu-sim"
+    kernel_release: str = "6.17.0-1004-ccgpu-sim"  # new enough for SEV-SNP (6.11) and TDX (6.16) hosts
     cpus: int = 64
     numa_nodes: int = 2
     extra_cmdline: tuple[str, ...] = ()
