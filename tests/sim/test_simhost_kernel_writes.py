@@ -447,3 +447,16 @@ def test_runtime_pm_control_keeps_what_a_tool_wrote(host):
     fs.write(dev(GPU, "power/control"), "auto")
     fs.write("sys/bus/pci/drivers/nvidia/unbind", GPU)  # re-renders the device
     assert fs.read(dev(GPU, "power/control")) == "auto"
+
+
+def test_kernel_file_systems_refuse_create_EACCES_and_unlink_or_mkdir_EPERM(host):
+    """sysfs/procfs have no ->create/->unlink/->mkdir: vfs_create gives EACCES, vfs_unlink and vfs_mkdir EPERM."""
+    fs = host.sysfs
+    assert errno_of(fs.write_file, f"sys/bus/pci/devices/{GPU}/new_attr", "1") == errno.EACCES
+    assert errno_of(fs.remove, f"sys/bus/pci/devices/{GPU}/vendor") == errno.EPERM
+    assert errno_of(fs.makedirs, "sys/bus/pci/drivers/mydriver") == errno.EPERM
+    assert errno_of(fs.write_file, "proc/modules", "x") == errno.EACCES
+    assert fs.read(f"sys/bus/pci/devices/{GPU}/vendor") == "0x10de"
+    fs.write_file("run/nvidia/validations/workload-type", "vm-passthrough")  # ordinary files work
+    assert fs.read("run/nvidia/validations/workload-type") == "vm-passthrough"
+    fs.remove("run/nvidia/validations/workload-type")

@@ -407,6 +407,28 @@ class SimSysfs(Sysfs):
             raise KernelError(errno.EACCES, f"{real} is read-only")
         super().write(real, value)
 
+    # kernfs and procfs have no create, unlink or mkdir: the VFS refuses them before any file system code runs.
+    def _refuse_in_kernel_fs(self, rel: str, err: int, what: str) -> None:
+        real = self.relative(self.path(rel, follow=False).parent)
+        if real == "sys" or real == "proc" or real.startswith(("sys/", "proc/")):
+            raise OSError(err, f"{os.strerror(err)} ({what} in a kernel file system)", rel)
+
+    def write_file(self, rel: str, data: str | bytes, mode: int = 0o644) -> None:
+        """Creating a file under sys/ or proc/ fails with EACCES (vfs_create: no ->create), elsewhere works."""
+        self._refuse_in_kernel_fs(rel, errno.EACCES, "creating a file")
+        super().write_file(rel, data, mode)
+
+    def remove(self, rel: str, missing_ok: bool = True) -> None:
+        """Removing a file under sys/ or proc/ fails with EPERM (vfs_unlink: no ->unlink), elsewhere works."""
+        self._refuse_in_kernel_fs(rel, errno.EPERM, "removing a file")
+        super().remove(rel, missing_ok)
+
+    def makedirs(self, rel: str) -> None:
+        """Making a directory under sys/ or proc/ fails with EPERM (vfs_mkdir: no ->mkdir), elsewhere works."""
+        if not self.is_dir(rel):
+            self._refuse_in_kernel_fs(rel, errno.EPERM, "making a directory")
+        super().makedirs(rel)
+
 
 def sysfs_for(root: str | os.PathLike[str]) -> Sysfs:
     """A `SimSysfs` if `root` is a simulated host tree, else a plain `Sysfs` (for tools that take --root)."""
@@ -425,7 +447,7 @@ def describe(host: SimulatedHost) -> str:
     for dev in sorted(state.devices.values(), key=lambda d: d.bdf):
         group = "-" if dev.iommu_group is None else str(dev.iommu_group)
         lines.append(
-            f"  {dev.bdf}  {dev.kind:<8} {dev.profile:<18} group {group:<3} driver {dev.driver or '(none)'}"
+            f"  {dev.bdf}  {dev.kind:<8} {dev.profile:<20} group {group:<3} driver {dev.driver or '(none)'}"
         )
     lines.append(
         f"  open it with ccgpu.sim.host.SimulatedHost.open({str(host.root)!r}) or point --root at it"
