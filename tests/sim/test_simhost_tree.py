@@ -10,7 +10,14 @@ import pytest
 from ccgpu.hw import catalog
 from ccgpu.hw.sysfs import Sysfs
 from ccgpu.sim.host import SimHostError, SimulatedHost
-from ccgpu.sim.profiles import HOST_PROFILES, REPLACED_ATTRS, ProfileError, get_profile, list_profiles
+from ccgpu.sim.profiles import (
+    HOST_PROFILES,
+    REPLACED_ATTRS,
+    ProfileError,
+    device_profiles,
+    get_profile,
+    list_profiles,
+)
 
 REQUIRED_PROFILES = {
     "2xh100-nvl-snp",
@@ -321,3 +328,13 @@ def test_tdx_host_reports_its_private_key_ids_in_the_misc_cgroup(make_host):
     assert fs.read("sys/fs/cgroup/misc.capacity") == "tdx 63"
     assert "tdx_host_platform" in fs.read("proc/cpuinfo")
     assert "intel_iommu=on" in fs.read("proc/cmdline").split()
+
+
+def test_every_device_profile_attribute_files_agree_with_its_ids(shared):
+    """derive() rewrites every identifying file together: ids, class, modalias, config-space header."""
+    for name, p in device_profiles(str(shared / "fixtures")).items():
+        assert p.attrs["modalias"].strip() == p.modalias, name
+        assert int(p.attrs["vendor"], 16) == p.vendor == int.from_bytes(p.config[0:2], "little"), name
+        assert int(p.attrs["device"], 16) == p.device == int.from_bytes(p.config[2:4], "little"), name
+        assert int(p.attrs["class"], 16) == p.class_code == int.from_bytes(p.config[9:12], "little"), name
+        assert int(p.attrs["subsystem_device"], 16) == int.from_bytes(p.config[0x2E:0x30], "little"), name

@@ -101,17 +101,19 @@ def _parse_ls(text: str) -> dict[str, int]:
 
 
 def _parse_config_hex(text: str) -> bytes:
-    """The first 256 bytes of a config-space hex dump (`*` lines repeat the previous line, as hexdump writes).
+    """The first 256 bytes (the standard header) of a config-space hex dump.
 
-    Only the standard header is rebuilt: the dump carries no offsets, so where a `*` ends in the extended
-    space cannot be known.
+    The dump writes `*` for repeated lines, without offsets, so only what comes before the first `*` is known
+    exactly; a `*` after a line of zeros before offset 256 means zeros up to the extended space, anything else
+    cannot be rebuilt.
     """
     out = bytearray()
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
+    for line in text.splitlines():
         if line.strip() == "*":
-            if i + 1 < len(lines) and len(out) < 0xD0:
-                raise ProfileError("config.hex repeats lines inside the standard header; cannot rebuild it")
+            if any(out[-16:]):
+                raise ProfileError(
+                    "config.hex repeats a non-zero line in the standard header; cannot rebuild it"
+                )
             break
         out += bytes(int(b, 16) for b in line.split())
         if len(out) >= 256:
