@@ -150,3 +150,9 @@ def test_force_modes_sets_current_and_pending_as_if_booted_that_way(host):
     state = gpu.query_cc()
     assert (state.current, state.pending) == ("devtools", "devtools")
     assert gpu.resets == 0
+
+
+@pytest.mark.parametrize("bad", [0, -5, "EIO", 100000])
+def test_reset_fault_knob_accepts_only_real_errnos(host, bad):
+    with pytest.raises(SimHostError, match="must be an errno"):
+        host.gpu(GPU).fail_resets(bad)

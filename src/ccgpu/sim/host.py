@@ -258,6 +258,10 @@ class SimDevice:
     # --- fault knobs ---
     def fail_resets(self, err: int | None = errno.EIO) -> None:
         """Make every reset of this device fail with `err` (None: resets work again)."""
+        if err is not None and (not isinstance(err, int) or err <= 0 or err not in errno.errorcode):
+            raise SimHostError(
+                f"reset fault must be an errno such as errno.EIO ({errno.EIO}) or None, got {err!r}"
+            )
         with self._edit() as dev:
             dev.reset_errno = err
 
