@@ -1,0 +1,275 @@
+"""configure/cleanup on a host tree: files written, idempotence, byte-exact cleanup, refusals, crash recovery."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+from containerd_hosts import (
+    DEBIAN_V2,
+    DROPIN,
+    KATA_DIR,
+    KUBEADM_V2,
+    MAIN,
+    SPACED_IMPORTS_V2,
+    V3,
+    V3_CONF_D,
+    WITH_IMPORTS_V2,
+    RecordingRunner,
+    make_host,
+    snapshot,
+)
+
+from ccgpu.agents.containerd import (
+    ChangeReport,
+    ContainerdConfigError,
+    RestartError,
+    RestartMethod,
+    cleanup,
+    configure,
+)
+from ccgpu.hw.sysfs import Sysfs
+
+STATE = DROPIN + ".state.json"
+BACKUP = MAIN + ".ccgpu-backup"
+
+
+def _apply(root: Path, runner: RecordingRunner | None = None, **kw: object) -> ChangeReport:
+    kw.setdefault("restart", RestartMethod.SYSTEMD)
+    return configure(Sysfs(root), kata_config_dir=KATA_DIR, runner=runner or RecordingRunner(), **kw)  # type: ignore[arg-type]
+
+
+def _cleanup(root: Path, runner: RecordingRunner | None = None, **kw: object) -> ChangeReport:
+    kw.setdefault("restart", RestartMethod.SYSTEMD)
+    return cleanup(Sysfs(root), runner=runner or RecordingRunner(), **kw)  # type: ignore[arg-type]
+
+
+def _file(root: Path, host_path: str) -> Path:
+    return root / host_path.lstrip("/")
+
+
+@pytest.mark.parametrize("main_text", [KUBEADM_V2, DEBIAN_V2, WITH_IMPORTS_V2, V3])
+def test_apply_writes_dropin_import_and_backup_then_restarts_once(tmp_path: Path, main_text: str) -> None:
+    root = make_host(tmp_path, main_text)
+    runner = RecordingRunner()
+    report = _apply(root, runner)
+    assert report.written == [BACKUP, DROPIN, MAIN]
+    assert report.warnings == []
+    assert runner.calls == [["nsenter", "--target", "1", "--mount", "--", "systemctl", "restart", "containerd.service"]]
+    assert _file(root, BACKUP).read_text() == main_text
+    assert _file(root, MAIN).stat().st_mode & 0o777 == 0o640  # the main file keeps its mode
+    assert tomllib.loads(_file(root, MAIN).read_text())["imports"][-1] == "conf.d/ccgpu-kata.toml"
+    dropin = tomllib.loads(_file(root, DROPIN).read_text())
+    plugin = "io.containerd.grpc.v1.cri" if dropin["version"] == 2 else "io.containerd.cri.v1.runtime"
+    runtimes = dropin["plugins"][plugin]["containerd"]["runtimes"]
+    assert {"kata-qemu-nvidia-gpu", "kata-qemu-nvidia-gpu-snp", "kata-qemu-nvidia-gpu-tdx"} <= set(runtimes)
+    assert json.loads(_file(root, STATE).read_text())["phase"] == "applied"
+
+
+@pytest.mark.parametrize("main_text", [KUBEADM_V2, V3, V3_CONF_D])
+def test_second_apply_changes_no_byte_and_restarts_nothing(tmp_path: Path, main_text: str) -> None:
+    root = make_host(tmp_path, main_text)
+    _apply(root)
+    before = snapshot(root)
+    runner = RecordingRunner()
+    report = _apply(root, runner)
+    assert snapshot(root) == before
+    assert not report.changed and runner.calls == []
+
+
+@pytest.mark.parametrize("main_text", [KUBEADM_V2, DEBIAN_V2, WITH_IMPORTS_V2, SPACED_IMPORTS_V2, V3, V3_CONF_D])
+def test_cleanup_restores_the_main_file_byte_for_byte_and_removes_the_rest(tmp_path: Path, main_text: str) -> None:
+    root = make_host(tmp_path, main_text)
+    original = snapshot(root)
+    _apply(root)
+    runner = RecordingRunner()
+    report = _cleanup(root, runner)
+    assert _file(root, MAIN).read_bytes() == main_text.encode()
+    assert {k: v[0] for k, v in snapshot(root).items()} == {k: v[0] for k, v in original.items()}
+    assert DROPIN in report.removed and len(runner.calls) == 1
+    assert report.warnings == []
+    again = RecordingRunner()
+    assert not _cleanup(root, again).changed and again.calls == []
+
+
+def test_conf_d_already_imported_leaves_the_main_file_untouched(tmp_path: Path) -> None:
+    """containerd 2.2's default config imports /etc/containerd/conf.d/*.toml: no edit, no backup needed."""
+    root = make_host(tmp_path, V3_CONF_D)
+    report = _apply(root)
+    assert MAIN not in report.written
+    assert _file(root, MAIN).read_text() == V3_CONF_D
+
+
+def test_main_file_change_is_carried_into_the_version2_dropin(tmp_path: Path) -> None:
+    """containerd#5837: the v2 drop-in repeats the CRI section, so it must follow edits to the main file."""
+    root = make_host(tmp_path, KUBEADM_V2)
+    _apply(root)
+    main = _file(root, MAIN)
+    main.write_text(main.read_text().replace("SystemdCgroup = true", "SystemdCgroup = false"))
+    report = _apply(root)
+    assert report.written == [DROPIN]
+    runc = tomllib.loads(_file(root, DROPIN).read_text())["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]
+    assert runc["runtimes"]["runc"]["options"]["SystemdCgroup"] is False
+
+
+@pytest.mark.parametrize(
+    "main_text,needle",
+    [
+        ("version = 2\n[plugins\n", "is not valid TOML"),
+        ('root = "/var/lib/containerd"\n', "no `version` key"),
+        ("version = 7\n", "declares version = 7"),
+        (
+            'version = 2\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.kata-qemu-nvidia-gpu]\n'
+            '  runtime_type = "io.containerd.kata.v2"\n',
+            "runtime 'kata-qemu-nvidia-gpu' already has runtime_type='io.containerd.kata.v2'",
+        ),
+    ],
+)
+def test_bad_main_file_is_refused_and_nothing_is_written(tmp_path: Path, main_text: str, needle: str) -> None:
+    root = make_host(tmp_path, main_text)
+    before = snapshot(root)
+    runner = RecordingRunner()
+    with pytest.raises(ContainerdConfigError) as e:
+        _apply(root, runner)
+    assert needle in str(e.value)
+    assert snapshot(root) == before and runner.calls == []
+
+
+@pytest.mark.parametrize(
+    "kw,needle",
+    [
+        ({"main_config": "etc/containerd/config.toml"}, "must be an absolute host path"),
+        ({"dropin": "/etc/containerd/conf.d/../x.toml"}, "must be a normalised file path"),
+        ({"dropin": "/etc/containerd/conf.d/kata.conf"}, "must end in .toml"),
+        ({"runtime_classes": ["kata-qemu-nvidia-gpu-sev"]}, "unknown runtime class(es) 'kata-qemu-nvidia-gpu-sev'"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_write(tmp_path: Path, kw: dict, needle: str) -> None:
+    root = make_host(tmp_path, KUBEADM_V2)
+    before = snapshot(root)
+    with pytest.raises(ContainerdConfigError) as e:
+        _apply(root, **kw)
+    assert needle in str(e.value)
+    assert snapshot(root) == before
+
+
+def test_missing_main_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ContainerdConfigError, match="does not exist"):
+        _apply(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_foreign_file_at_the_dropin_path_is_not_overwritten(tmp_path: Path) -> None:
+    root = make_host(tmp_path, V3)
+    _file(root, DROPIN).parent.mkdir(parents=True)
+    _file(root, DROPIN).write_text("# the site's own\nversion = 3\n")
+    before = snapshot(root)
+    with pytest.raises(ContainerdConfigError, match="ccgpu did not write it"):
+        _apply(root)
+    with pytest.raises(ContainerdConfigError, match="not written by ccgpu"):
+        _cleanup(root)
+    assert snapshot(root) == before
+
+
+def test_auto_restart_on_a_host_without_systemd_is_refused_before_any_write(tmp_path: Path) -> None:
+    root = make_host(tmp_path, KUBEADM_V2)
+    before = snapshot(root)
+    with pytest.raises(RestartError, match="choose a restart method"):
+        _apply(root, restart=RestartMethod.AUTO)
+    assert snapshot(root) == before
+
+
+def test_auto_restart_uses_systemd_on_a_systemd_host(tmp_path: Path) -> None:
+    root = make_host(tmp_path, KUBEADM_V2)
+    (root / "run/systemd/system").mkdir(parents=True)
+    runner = RecordingRunner()
+    _apply(root, runner, restart=RestartMethod.AUTO)
+    assert runner.calls[0][-3:] == ["systemctl", "restart", "containerd.service"]
+
+
+def test_missing_kata_configs_are_reported_as_warnings(tmp_path: Path) -> None:
+    root = make_host(tmp_path, V3, kata_configs=False)
+    report = _apply(root, runtime_classes=["kata-qemu-nvidia-gpu-snp"])
+    assert report.warnings == [
+        f"{KATA_DIR}/configuration-qemu-nvidia-gpu-snp.toml not found on the host: "
+        "pods of RuntimeClass kata-qemu-nvidia-gpu-snp fail until Kata is installed"
+    ]
+
+
+class CrashAt:
+    """A Sysfs whose write_file dies (like a killed process) when it reaches one path."""
+
+    def __init__(self, root: Path, host_path: str) -> None:
+        self.fs = Sysfs(root)
+        self.rel = host_path.lstrip("/")
+        real = self.fs.write_file
+
+        def write_file(rel: str, data: str | bytes, mode: int = 0o644) -> None:
+            if rel == self.rel:
+                raise KeyboardInterrupt(f"crash before writing {rel}")
+            real(rel, data, mode)
+
+        self.fs.write_file = write_file  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("crash_at", [BACKUP, DROPIN, MAIN])
+def test_apply_interrupted_at_any_write_is_finished_by_the_next_apply(tmp_path: Path, crash_at: str) -> None:
+    root = make_host(tmp_path, KUBEADM_V2)
+    first = RecordingRunner()
+    with pytest.raises(KeyboardInterrupt):
+        configure(CrashAt(root, crash_at).fs, kata_config_dir=KATA_DIR, restart=RestartMethod.SYSTEMD, runner=first)
+    assert first.calls == []
+    assert json.loads(_file(root, STATE).read_text())["phase"] == "applying"
+    runner = RecordingRunner()
+    _apply(root, runner)
+    assert len(runner.calls) == 1
+    clean = tmp_path.parent / (tmp_path.name + "-clean")
+    _apply(make_host(clean, KUBEADM_V2))
+    assert {k: v[0] for k, v in snapshot(root).items()} == {k: v[0] for k, v in snapshot(clean).items()}
+
+
+@pytest.mark.parametrize("crash_at", [BACKUP, DROPIN, MAIN])
+def test_apply_interrupted_at_any_write_is_rolled_back_by_cleanup(tmp_path: Path, crash_at: str) -> None:
+    root = make_host(tmp_path, KUBEADM_V2)
+    original = {k: v[0] for k, v in snapshot(root).items()}
+    with pytest.raises(KeyboardInterrupt):
+        configure(CrashAt(root, crash_at).fs, kata_config_dir=KATA_DIR, restart=RestartMethod.SYSTEMD)
+    _cleanup(root)
+    assert {k: v[0] for k, v in snapshot(root).items()} == original
+
+
+def test_failed_restart_stays_pending_and_the_next_apply_retries_only_the_restart(tmp_path: Path) -> None:
+    root = make_host(tmp_path, KUBEADM_V2)
+    with pytest.raises(RestartError, match="intent file keeps the restart pending") as e:
+        _apply(root, RecordingRunner(returncode=1, stderr="Failed to restart containerd.service: Access denied"))
+    assert "Access denied" in str(e.value)
+    assert json.loads(_file(root, STATE).read_text())["phase"] == "restart-pending"
+    before = {k: v[0] for k, v in snapshot(root).items() if k != STATE.lstrip("/")}
+    runner = RecordingRunner()
+    report = _apply(root, runner)
+    assert report.written == [] and len(runner.calls) == 1
+    assert {k: v[0] for k, v in snapshot(root).items() if k != STATE.lstrip("/")} == before
+    assert json.loads(_file(root, STATE).read_text())["phase"] == "applied"
+
+
+def test_cleanup_after_the_main_file_was_edited_removes_only_ccgpus_import(tmp_path: Path) -> None:
+    root = make_host(tmp_path, KUBEADM_V2)
+    _apply(root)
+    main = _file(root, MAIN)
+    main.write_text(main.read_text().replace("pause:3.9", "pause:3.10"))
+    report = _cleanup(root)
+    assert main.read_text() == KUBEADM_V2.replace("pause:3.9", "pause:3.10")
+    assert "removed only ccgpu's imports entry" in report.warnings[0]
+    assert _file(root, BACKUP).read_text() == KUBEADM_V2  # the pre-ccgpu copy is kept for the operator
+    assert not _file(root, DROPIN).exists() and not _file(root, STATE).exists()
+
+
+def test_state_from_other_paths_is_refused(tmp_path: Path) -> None:
+    root = make_host(tmp_path, V3)
+    _apply(root)
+    other_main = root / "etc/containerd/other.toml"
+    other_main.write_text(V3)
+    with pytest.raises(ContainerdConfigError, match="run cleanup with those paths"):
+        _apply(root, main_config="/etc/containerd/other.toml")
