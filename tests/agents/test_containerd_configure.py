@@ -57,7 +57,9 @@ def test_apply_writes_dropin_import_and_backup_then_restarts_once(tmp_path: Path
     report = _apply(root, runner)
     assert report.written == [BACKUP, DROPIN, MAIN]
     assert report.warnings == []
-    assert runner.calls == [["nsenter", "--target", "1", "--mount", "--", "systemctl", "restart", "containerd.service"]]
+    assert runner.calls == [
+        ["nsenter", "--target", "1", "--mount", "--", "systemctl", "restart", "containerd.service"]
+    ]
     assert _file(root, BACKUP).read_text() == main_text
     assert _file(root, MAIN).stat().st_mode & 0o777 == 0o640  # the main file keeps its mode
     assert tomllib.loads(_file(root, MAIN).read_text())["imports"][-1] == "conf.d/ccgpu-kata.toml"
@@ -79,8 +81,12 @@ def test_second_apply_changes_no_byte_and_restarts_nothing(tmp_path: Path, main_
     assert not report.changed and runner.calls == []
 
 
-@pytest.mark.parametrize("main_text", [KUBEADM_V2, DEBIAN_V2, WITH_IMPORTS_V2, SPACED_IMPORTS_V2, V3, V3_CONF_D])
-def test_cleanup_restores_the_main_file_byte_for_byte_and_removes_the_rest(tmp_path: Path, main_text: str) -> None:
+@pytest.mark.parametrize(
+    "main_text", [KUBEADM_V2, DEBIAN_V2, WITH_IMPORTS_V2, SPACED_IMPORTS_V2, V3, V3_CONF_D]
+)
+def test_cleanup_restores_the_main_file_byte_for_byte_and_removes_the_rest(
+    tmp_path: Path, main_text: str
+) -> None:
     root = make_host(tmp_path, main_text)
     original = snapshot(root)
     _apply(root)
@@ -110,7 +116,9 @@ def test_main_file_change_is_carried_into_the_version2_dropin(tmp_path: Path) ->
     main.write_text(main.read_text().replace("SystemdCgroup = true", "SystemdCgroup = false"))
     report = _apply(root)
     assert report.written == [DROPIN]
-    runc = tomllib.loads(_file(root, DROPIN).read_text())["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]
+    runc = tomllib.loads(_file(root, DROPIN).read_text())["plugins"]["io.containerd.grpc.v1.cri"][
+        "containerd"
+    ]
     assert runc["runtimes"]["runc"]["options"]["SystemdCgroup"] is False
 
 
@@ -143,7 +151,10 @@ def test_bad_main_file_is_refused_and_nothing_is_written(tmp_path: Path, main_te
         ({"main_config": "etc/containerd/config.toml"}, "must be an absolute host path"),
         ({"dropin": "/etc/containerd/conf.d/../x.toml"}, "must be a normalised file path"),
         ({"dropin": "/etc/containerd/conf.d/kata.conf"}, "must end in .toml"),
-        ({"runtime_classes": ["kata-qemu-nvidia-gpu-sev"]}, "unknown runtime class(es) 'kata-qemu-nvidia-gpu-sev'"),
+        (
+            {"runtime_classes": ["kata-qemu-nvidia-gpu-sev"]},
+            "unknown runtime class(es) 'kata-qemu-nvidia-gpu-sev'",
+        ),
     ],
 )
 def test_bad_arguments_are_refused_before_any_write(tmp_path: Path, kw: dict, needle: str) -> None:
@@ -219,7 +230,9 @@ def test_apply_interrupted_at_any_write_is_finished_by_the_next_apply(tmp_path: 
     root = make_host(tmp_path, KUBEADM_V2)
     first = RecordingRunner()
     with pytest.raises(KeyboardInterrupt):
-        configure(CrashAt(root, crash_at).fs, kata_config_dir=KATA_DIR, restart=RestartMethod.SYSTEMD, runner=first)
+        configure(
+            CrashAt(root, crash_at).fs, kata_config_dir=KATA_DIR, restart=RestartMethod.SYSTEMD, runner=first
+        )
     assert first.calls == []
     assert json.loads(_file(root, STATE).read_text())["phase"] == "applying"
     runner = RecordingRunner()
@@ -243,7 +256,9 @@ def test_apply_interrupted_at_any_write_is_rolled_back_by_cleanup(tmp_path: Path
 def test_failed_restart_stays_pending_and_the_next_apply_retries_only_the_restart(tmp_path: Path) -> None:
     root = make_host(tmp_path, KUBEADM_V2)
     with pytest.raises(RestartError, match="intent file keeps the restart pending") as e:
-        _apply(root, RecordingRunner(returncode=1, stderr="Failed to restart containerd.service: Access denied"))
+        _apply(
+            root, RecordingRunner(returncode=1, stderr="Failed to restart containerd.service: Access denied")
+        )
     assert "Access denied" in str(e.value)
     assert json.loads(_file(root, STATE).read_text())["phase"] == "restart-pending"
     before = {k: v[0] for k, v in snapshot(root).items() if k != STATE.lstrip("/")}

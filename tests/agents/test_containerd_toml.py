@@ -59,7 +59,11 @@ def test_non_toml_main_file_is_refused_with_the_parse_error() -> None:
 @pytest.mark.parametrize(
     "name,runtime_type,config",
     [
-        ("kata-qemu-nvidia-gpu", "io.containerd.kata-qemu-nvidia-gpu.v2", "configuration-qemu-nvidia-gpu.toml"),
+        (
+            "kata-qemu-nvidia-gpu",
+            "io.containerd.kata-qemu-nvidia-gpu.v2",
+            "configuration-qemu-nvidia-gpu.toml",
+        ),
         (
             "kata-qemu-nvidia-gpu-snp",
             "io.containerd.kata-qemu-nvidia-gpu-snp.v2",
@@ -72,7 +76,9 @@ def test_non_toml_main_file_is_refused_with_the_parse_error() -> None:
         ),
     ],
 )
-def test_each_runtime_class_maps_to_its_shim_and_kata_config(name: str, runtime_type: str, config: str) -> None:
+def test_each_runtime_class_maps_to_its_shim_and_kata_config(
+    name: str, runtime_type: str, config: str
+) -> None:
     (rt,) = kata_runtimes([name], KATA_DIR)
     assert rt.runtime_type == runtime_type
     assert rt.config_path == f"{KATA_DIR}/{config}"
@@ -83,13 +89,19 @@ def test_each_runtime_class_maps_to_its_shim_and_kata_config(name: str, runtime_
 @pytest.mark.parametrize(
     "classes,kata_dir,needle",
     [
-        (["kata-nvidia-gpu"], KATA_DIR, "unknown runtime class(es) 'kata-nvidia-gpu'; accepted: kata-qemu-nvidia-gpu"),
+        (
+            ["kata-nvidia-gpu"],
+            KATA_DIR,
+            "unknown runtime class(es) 'kata-nvidia-gpu'; accepted: kata-qemu-nvidia-gpu",
+        ),
         ([], KATA_DIR, "no runtime classes requested"),
         (["kata-qemu-nvidia-gpu"], "opt/kata", "must be an absolute host path"),
         (["kata-qemu-nvidia-gpu"], "/opt/../etc", "must be a normalised file path"),
     ],
 )
-def test_bad_runtime_requests_are_refused_with_what_is_accepted(classes: list[str], kata_dir: str, needle: str) -> None:
+def test_bad_runtime_requests_are_refused_with_what_is_accepted(
+    classes: list[str], kata_dir: str, needle: str
+) -> None:
     with pytest.raises(ContainerdConfigError) as e:
         kata_runtimes(classes, kata_dir)
     assert needle in str(e.value)
@@ -131,9 +143,9 @@ def test_version2_dropin_carries_the_main_files_whole_cri_section() -> None:
 """,
         "main.toml",
     )
-    cri = tomllib.loads(render_dropin(2, kata_runtimes(["kata-qemu-nvidia-gpu"], KATA_DIR), cri_section(main, 2)))[
-        "plugins"
-    ]["io.containerd.grpc.v1.cri"]
+    cri = tomllib.loads(
+        render_dropin(2, kata_runtimes(["kata-qemu-nvidia-gpu"], KATA_DIR), cri_section(main, 2))
+    )["plugins"]["io.containerd.grpc.v1.cri"]
     assert cri["sandbox_image"] == "registry.example/pause:3.9"
     assert cri["containerd"]["runtimes"]["runc"]["options"] == {"SystemdCgroup": True}
     assert cri["containerd"]["runtimes"]["kata-qemu-nvidia-gpu"]["runtime_type"] == (
@@ -163,7 +175,9 @@ def test_existing_runtime_with_other_shim_is_a_conflict_and_an_identical_one_is_
         ("/etc/containerd/config.toml", "/opt/ccgpu/containerd.toml", "/opt/ccgpu/containerd.toml"),
     ],
 )
-def test_import_entry_is_relative_to_the_main_file_when_beneath_it(main: str, dropin: str, entry: str) -> None:
+def test_import_entry_is_relative_to_the_main_file_when_beneath_it(
+    main: str, dropin: str, entry: str
+) -> None:
     assert import_entry(main, dropin) == entry
 
 
@@ -180,7 +194,10 @@ def test_import_entry_is_relative_to_the_main_file_when_beneath_it(main: str, dr
 )
 def test_an_existing_import_that_loads_the_dropin_is_recognised(imports: str, covered: str | None) -> None:
     doc = parse_config(f"version = 3\nimports = {imports}\n", "main.toml")
-    assert import_covering(doc, "/etc/containerd/config.toml", "/etc/containerd/conf.d/ccgpu-kata.toml", "m") == covered
+    assert (
+        import_covering(doc, "/etc/containerd/config.toml", "/etc/containerd/conf.d/ccgpu-kata.toml", "m")
+        == covered
+    )
 
 
 def test_imports_that_are_not_a_list_of_strings_are_refused() -> None:
@@ -207,15 +224,21 @@ def test_adding_the_import_changes_one_line_and_keeps_comments_and_order() -> No
 def test_adding_to_an_existing_imports_list_appends_and_is_idempotent() -> None:
     text = 'version = 3\nimports = ["/etc/site/*.toml"] # site\n[x]\ny = 1\n'
     edited = add_import(text, "conf.d/ccgpu-kata.toml", "main.toml")
-    assert edited == 'version = 3\nimports = ["/etc/site/*.toml", "conf.d/ccgpu-kata.toml"] # site\n[x]\ny = 1\n'
+    assert (
+        edited == 'version = 3\nimports = ["/etc/site/*.toml", "conf.d/ccgpu-kata.toml"] # site\n[x]\ny = 1\n'
+    )
     assert add_import(edited, "conf.d/ccgpu-kata.toml", "main.toml") == edited
 
 
 @given(
-    others=st.lists(st.from_regex(r"/etc/[a-z]{1,8}/[a-z*]{1,8}\.toml", fullmatch=True), max_size=3, unique=True)
+    others=st.lists(
+        st.from_regex(r"/etc/[a-z]{1,8}/[a-z*]{1,8}\.toml", fullmatch=True), max_size=3, unique=True
+    )
 )
 def test_remove_import_undoes_add_import(others: list[str]) -> None:
-    text = MAIN_WITH_COMMENTS.replace("version = 2\n", f"version = 2\nimports = {others!r}\n".replace("'", '"'))
+    text = MAIN_WITH_COMMENTS.replace(
+        "version = 2\n", f"version = 2\nimports = {others!r}\n".replace("'", '"')
+    )
     edited = add_import(text, "conf.d/ccgpu-kata.toml", "main.toml")
     assert tomllib.loads(edited)["imports"] == [*others, "conf.d/ccgpu-kata.toml"]
     assert remove_import(edited, "conf.d/ccgpu-kata.toml", "main.toml", drop_empty=False) == text
