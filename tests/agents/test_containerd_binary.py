@@ -148,3 +148,25 @@ def test_containerd_2x_loads_the_version3_dropin(tmp_path: Path) -> None:
         assert (
             runtime["options"]["ConfigPath"] == f"{KATA_DIR}/configuration-{name.removeprefix('kata-')}.toml"
         )
+
+
+@needs_binary
+@needs_1x
+def test_containerd_1x_keeps_cri_settings_from_files_the_main_config_already_imports(tmp_path: Path) -> None:
+    """containerd#5837 again: the last imported CRI section wins whole, so ccgpu's drop-in (imported last)
+    repeats the site drop-in's section rather than the main file's."""
+    root = make_host(tmp_path, WITH_IMPORTS_V2)
+    site = root / "etc/containerd/site.d"
+    site.mkdir(parents=True)
+    (site / "registry.toml").write_text(
+        'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "/etc/containerd/certs.d"\n'
+    )
+    main = root / MAIN.lstrip("/")
+    before = _dump(main)["plugins"]["io.containerd.grpc.v1.cri"]
+    assert before["registry"]["config_path"] == "/etc/containerd/certs.d"
+    _apply(root)
+    after = _dump(main)["plugins"]["io.containerd.grpc.v1.cri"]
+    assert after["registry"]["config_path"] == "/etc/containerd/certs.d"
+    assert after["containerd"]["runtimes"]["kata-qemu-nvidia-gpu"]["runtime_type"] == (
+        "io.containerd.kata-qemu-nvidia-gpu.v2"
+    )

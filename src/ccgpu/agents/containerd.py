@@ -15,9 +15,11 @@ All host files are reached through `Sysfs` (the host root), written atomically (
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
+import posixpath
 import subprocess
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
@@ -46,9 +48,11 @@ from ccgpu.agents.containerd_toml import (
     import_entry,
     is_ccgpu_dropin,
     kata_runtimes,
+    last_cri_section,
     parse_config,
     remove_import,
     render_dropin,
+    resolved_imports,
 )
 from ccgpu.hw.sysfs import Sysfs
 
@@ -184,6 +188,33 @@ def _decode(data: bytes, where: str) -> str:
         ) from e
 
 
+def _imported_cri_sections(fs: Sysfs, doc: Any, paths: _Paths, version: int) -> list[dict[str, Any]]:
+    """The CRI sections of the files the main config already imports (other than ccgpu's drop-in), in the
+    order containerd applies them; a glob may appear in the last path component (sorted, like Go's Glob)."""
+    sections = []
+    for pattern in resolved_imports(doc, paths.main, paths.main):
+        directory, name = posixpath.split(pattern)
+        if any(c in directory for c in "*?["):
+            raise ContainerdConfigError(
+                f"{paths.main}: import {pattern!r} has a glob in a directory name; ccgpu reads imported files to "
+                "keep their CRI settings and accepts globs only in the file name"
+            )
+        try:
+            candidates = [
+                posixpath.join(directory, n)
+                for n in fs.listdir(_rel(directory))
+                if fnmatch.fnmatchcase(n, name)
+            ]
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for path in candidates:
+            if path == paths.dropin or not fs.is_dir(_rel(directory)) or fs.is_dir(_rel(path)):
+                continue
+            imported = parse_config(_decode(fs.read_bytes(_rel(path)), path), path)
+            sections.append(cri_section(imported, version))
+    return sections
+
+
 def _restart(fs: Sysfs, method: RestartMethod, options: RestartOptions, runner: Runner) -> str:
     try:
         return restart_containerd(fs, method, options, runner)
@@ -222,6 +253,8 @@ def configure(
     doc = parse_config(main_text, paths.main)
     version = config_version(doc, paths.main)
     cri = cri_section(doc, version)
+    if version == 2:  # what containerd 1.x will use as the CRI section, which the v2 drop-in must repeat
+        cri = last_cri_section(_imported_cri_sections(fs, doc, paths, version), cri)
     conflicts = conflicting_runtimes(cri, runtimes)
     if conflicts:
         raise ContainerdConfigError(

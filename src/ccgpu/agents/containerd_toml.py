@@ -221,6 +221,23 @@ def _glob_match(pattern: str, path: str) -> bool:
     )
 
 
+def resolved_imports(doc: Mapping[str, Any], main_path: str, where: str) -> list[str]:
+    """The main file's `imports` as absolute host paths or patterns, in order (relative entries are resolved
+    against the main file's directory, as containerd does)."""
+    main_dir = posixpath.dirname(main_path)
+    return [posixpath.normpath(posixpath.join(main_dir, entry)) for entry in _imports(doc, where)]
+
+
+def last_cri_section(sections: Iterable[Mapping[str, Any]], main_cri: Mapping[str, Any]) -> dict[str, Any]:
+    """The CRI section containerd 1.x ends up with: imports are applied in order and each one that has the
+    section replaces it whole (containerd#5837), so the last non-empty one wins, else the main file's."""
+    effective = dict(main_cri)
+    for section in sections:
+        if section:
+            effective = dict(section)
+    return effective
+
+
 def import_covering(doc: Mapping[str, Any], main_path: str, dropin_path: str, where: str) -> str | None:
     """The existing `imports` entry (exact or glob, e.g. containerd 2.2's `/etc/containerd/conf.d/*.toml`)
     that already loads the drop-in, or None."""
