@@ -13,8 +13,12 @@ app = typer.Typer(
     add_completion=False,
 )
 agent_app = typer.Typer(help="Node agents (one per operand DaemonSet).", no_args_is_help=True)
-sim_app = typer.Typer(help="Simulation tools: simulated hosts and the Kubernetes API simulator.", no_args_is_help=True)
-attest_app = typer.Typer(help="Attestation: KBS server, guest client, evidence verification.", no_args_is_help=True)
+sim_app = typer.Typer(
+    help="Simulation tools: simulated hosts and the Kubernetes API simulator.", no_args_is_help=True
+)
+attest_app = typer.Typer(
+    help="Attestation: KBS server, guest client, evidence verification.", no_args_is_help=True
+)
 app.add_typer(agent_app, name="agent")
 app.add_typer(sim_app, name="sim")
 app.add_typer(attest_app, name="attest")
@@ -32,10 +36,16 @@ def version() -> None:
 
 
 _HOST_ROOT = typer.Option("/", "--host-root", help="The host's root (in a pod, the host mount).")
-_MAIN_CONFIG = typer.Option("/etc/containerd/config.toml", "--main-config", help="containerd's main config (host path).")
-_DROPIN = typer.Option("/etc/containerd/conf.d/ccgpu-kata.toml", "--dropin", help="ccgpu's drop-in file (host path).")
+_MAIN_CONFIG = typer.Option(
+    "/etc/containerd/config.toml", "--main-config", help="containerd's main config (host path)."
+)
+_DROPIN = typer.Option(
+    "/etc/containerd/conf.d/ccgpu-kata.toml", "--dropin", help="ccgpu's drop-in file (host path)."
+)
 _RESTART = typer.Option(
-    "auto", "--restart", help="How to restart containerd: auto (systemd if booted with it), systemd, signal, none."
+    "auto",
+    "--restart",
+    help="How to restart containerd: auto (systemd if booted with it), systemd, signal, none.",
 )
 _SOCKET = typer.Option("/run/containerd/containerd.sock", "--containerd-socket", help="For --restart signal.")
 _UNIT = typer.Option("containerd.service", "--systemd-unit", help="For --restart systemd.")
@@ -51,7 +61,12 @@ def containerd_config_apply(
         None, "--runtime-class", help="RuntimeClass handler to add (repeatable; default: all three)."
     ),
     kata_config_dir: str = typer.Option(
-        "/opt/kata/share/defaults/kata-containers", "--kata-config-dir", help="Where Kata's shim configs live."
+        "/opt/kata/share/defaults/kata-containers",
+        "--kata-config-dir",
+        help="Where Kata's shim configs live.",
+    ),
+    containerd_version: str = typer.Option(
+        None, "--containerd-version", help="The node's containerRuntimeVersion, e.g. containerd://1.7.2 (optional)."
     ),
     restart: str = _RESTART,
     containerd_socket: str = _SOCKET,
@@ -62,8 +77,16 @@ def containerd_config_apply(
     from ccgpu.agents import containerd_cli
 
     containerd_cli.run_apply(
-        host_root, main_config, dropin, runtime_class, kata_config_dir,
-        restart, containerd_socket, systemd_unit, restart_timeout,
+        host_root,
+        main_config,
+        dropin,
+        runtime_class,
+        kata_config_dir,
+        containerd_version,
+        restart,
+        containerd_socket,
+        systemd_unit,
+        restart_timeout,
     )
 
 
@@ -80,7 +103,9 @@ def containerd_config_cleanup(
     """Remove ccgpu's drop-in and restore the main config byte for byte, then restart containerd."""
     from ccgpu.agents import containerd_cli
 
-    containerd_cli.run_cleanup(host_root, main_config, dropin, restart, containerd_socket, systemd_unit, restart_timeout)
+    containerd_cli.run_cleanup(
+        host_root, main_config, dropin, restart, containerd_socket, systemd_unit, restart_timeout
+    )
 
 
 def main() -> None:  # pragma: no cover - console entry point

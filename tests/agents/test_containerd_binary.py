@@ -157,7 +157,9 @@ def test_containerd_1x_keeps_cri_settings_from_files_the_main_config_already_imp
     repeats the site drop-in's section rather than the main file's."""
     # relative, so the binary reads the file under tmp_path rather than this machine's /etc (and no glob:
     # containerd 1.6 resolves a relative glob against its working directory, not the main file's)
-    root = make_host(tmp_path, WITH_IMPORTS_V2.replace("/etc/containerd/site.d/*.toml", "site.d/registry.toml"))
+    root = make_host(
+        tmp_path, WITH_IMPORTS_V2.replace("/etc/containerd/site.d/*.toml", "site.d/registry.toml")
+    )
     site = root / "etc/containerd/site.d"
     site.mkdir(parents=True)
     (site / "registry.toml").write_text(

@@ -288,3 +288,36 @@ def test_state_from_other_paths_is_refused(tmp_path: Path) -> None:
     other_main.write_text(V3)
     with pytest.raises(ContainerdConfigError, match="run cleanup with those paths"):
         _apply(root, main_config="/etc/containerd/other.toml")
+
+
+def test_version3_file_with_containerd_1x_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    root = make_host(tmp_path, V3)
+    before = snapshot(root)
+    with pytest.raises(ContainerdConfigError, match="would silently ignore ccgpu's drop-in"):
+        _apply(root, containerd_version="containerd://1.7.27")
+    assert snapshot(root) == before
+
+
+def test_cleanup_removes_the_directories_apply_created_and_keeps_existing_ones(tmp_path: Path) -> None:
+    fresh = make_host(tmp_path / "fresh", KUBEADM_V2)
+    _apply(fresh)
+    assert _cleanup(fresh).removed[-1] == "/etc/containerd/conf.d"
+    assert not (fresh / "etc/containerd/conf.d").exists()
+    existing = make_host(tmp_path / "existing", KUBEADM_V2)
+    (existing / "etc/containerd/conf.d").mkdir()
+    _apply(existing)
+    _cleanup(existing)
+    assert (existing / "etc/containerd/conf.d").is_dir()
+
+
+def test_a_symlinked_main_file_stays_a_link_and_its_target_is_edited_and_restored(tmp_path: Path) -> None:
+    root = make_host(tmp_path, KUBEADM_V2)
+    managed = root / "etc/site/containerd.toml"
+    managed.parent.mkdir(parents=True)
+    (root / MAIN.lstrip("/")).rename(managed)
+    (root / MAIN.lstrip("/")).symlink_to("../site/containerd.toml")
+    _apply(root)
+    assert (root / MAIN.lstrip("/")).is_symlink()
+    assert "conf.d/ccgpu-kata.toml" in managed.read_text()
+    _cleanup(root)
+    assert (root / MAIN.lstrip("/")).is_symlink() and managed.read_text() == KUBEADM_V2

@@ -18,8 +18,10 @@ from ccgpu.agents.containerd_toml import (
     import_entry,
     kata_runtimes,
     parse_config,
+    parse_runtime_version,
     remove_import,
     render_dropin,
+    runtime_version_findings,
 )
 
 KATA_DIR = "/opt/kata/share/defaults/kata-containers"
@@ -247,3 +249,33 @@ def test_remove_import_undoes_add_import(others: list[str]) -> None:
 def test_remove_import_drops_the_key_ccgpu_created() -> None:
     edited = add_import(MAIN_WITH_COMMENTS, "conf.d/ccgpu-kata.toml", "main.toml")
     assert remove_import(edited, "conf.d/ccgpu-kata.toml", "main.toml", drop_empty=True) == MAIN_WITH_COMMENTS
+
+
+@pytest.mark.parametrize(
+    "text,parsed",
+    [
+        ("containerd://1.7.2", (1, 7)),
+        ("containerd://2.1.5-k3s1", (2, 1)),
+        ("1.6.20~ds1", (1, 6)),
+        ("v2.0.0", (2, 0)),
+    ],
+)
+def test_runtime_versions_from_node_info_are_understood(text: str, parsed: tuple[int, int]) -> None:
+    assert parse_runtime_version(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["cri-o://1.30.0", "containerd", "latest", ""])
+def test_unknown_runtime_version_text_is_refused(text: str) -> None:
+    with pytest.raises(ContainerdConfigError, match="is not understood; accepted: 'containerd://1.7.2'"):
+        parse_runtime_version(text)
+
+
+def test_a_version3_file_for_containerd_1x_is_refused_because_1x_ignores_it() -> None:
+    with pytest.raises(ContainerdConfigError, match="containerd 1.7 reads only versions 1 and 2"):
+        runtime_version_findings(3, (1, 7), "main.toml")
+
+
+def test_containerd_16_without_cdi_is_a_warning_and_17_is_not() -> None:
+    assert "has no CDI support" in runtime_version_findings(2, (1, 6), "main.toml")[0]
+    assert runtime_version_findings(2, (1, 7), "main.toml") == []
+    assert runtime_version_findings(3, (2, 1), "main.toml") == []

@@ -50,9 +50,11 @@ from ccgpu.agents.containerd_toml import (
     kata_runtimes,
     last_cri_section,
     parse_config,
+    parse_runtime_version,
     remove_import,
     render_dropin,
     resolved_imports,
+    runtime_version_findings,
 )
 from ccgpu.hw.sysfs import Sysfs
 
@@ -133,6 +135,7 @@ class _State:
     dropin_sha256: str
     import_entry: str | None  # the entry ccgpu added; None when an existing import covered the drop-in
     created_imports: bool  # the main file had no `imports` key before
+    created_dirs: list[str] = field(default_factory=list)  # directories ccgpu made for the drop-in
     schema: int = _STATE_SCHEMA
 
 
@@ -149,6 +152,23 @@ def _read_or_none(fs: Sysfs, host_path: str) -> bytes | None:
         return fs.read_bytes(_rel(host_path))
     except FileNotFoundError:
         return None
+
+
+def _write_main(fs: Sysfs, paths: _Paths, data: bytes) -> None:
+    """Replace the main file's bytes; when it is a symlink (config management often links it), the file it
+    points to is replaced, never the link (Sysfs still refuses a target outside the host root)."""
+    rel = fs.realpath(_rel(paths.main)) if fs.is_link(_rel(paths.main)) else _rel(paths.main)
+    fs.write_file(rel, data, mode=_mode(fs, paths.main))
+
+
+def _missing_dirs(fs: Sysfs, host_path: str) -> list[str]:
+    """The drop-in's parent directories that do not exist yet, outermost first (cleanup removes them)."""
+    missing = []
+    parent = posixpath.dirname(host_path)
+    while parent != "/" and not fs.exists(_rel(parent)):
+        missing.insert(0, parent)
+        parent = posixpath.dirname(parent)
+    return missing
 
 
 def _mode(fs: Sysfs, host_path: str) -> int:
@@ -235,11 +255,17 @@ def configure(
     restart: RestartMethod = RestartMethod.AUTO,
     restart_options: RestartOptions = DEFAULT_RESTART_OPTIONS,
     pod_annotations: Iterable[str] = DEFAULT_POD_ANNOTATIONS,
+    containerd_version: str | None = None,
     runner: Runner = subprocess.run,
 ) -> ChangeReport:
-    """Make containerd serve the Kata runtime classes; validates everything before the first write."""
+    """Make containerd serve the Kata runtime classes; validates everything before the first write.
+
+    `containerd_version` (the node's `containerRuntimeVersion`, optional) lets ccgpu refuse a version-3 file
+    that containerd 1.x would ignore and warn where containerd lacks CDI.
+    """
     paths = _Paths.of(main_config, dropin)
     runtimes = kata_runtimes(runtime_classes, kata_config_dir, pod_annotations)
+    runtime_version = parse_runtime_version(containerd_version) if containerd_version else None
     restart = resolve_method(fs, restart)  # refuse before writing anything, not after
     state = _load_state(fs, paths)
 
@@ -252,6 +278,9 @@ def configure(
     main_text = _decode(main_bytes, paths.main)
     doc = parse_config(main_text, paths.main)
     version = config_version(doc, paths.main)
+    version_warnings = (
+        runtime_version_findings(version, runtime_version, paths.main) if runtime_version else []
+    )
     cri = cri_section(doc, version)
     if version == 2:  # what containerd 1.x will use as the CRI section, which the v2 drop-in must repeat
         cri = last_cri_section(_imported_cri_sections(fs, doc, paths, version), cri)
@@ -280,7 +309,7 @@ def configure(
     planned_dropin = render_dropin(version, runtimes, cri).encode()
 
     report = ChangeReport("apply", paths.main, paths.dropin, version=version)
-    report.warnings += cdi_warnings(cri)
+    report.warnings += version_warnings + cdi_warnings(cri)
     report.warnings += [
         f"{rt.config_path} not found on the host: pods of RuntimeClass {rt.name} fail until Kata is installed"
         for rt in runtimes
@@ -295,6 +324,7 @@ def configure(
         dropin_sha256=_sha(planned_dropin),
         import_entry=entry,
         created_imports=created_imports,
+        created_dirs=state.created_dirs if state else _missing_dirs(fs, paths.dropin),
     )
     if state == wanted and dropin_now == planned_dropin and main_bytes == planned_main:
         return report  # converged: no byte written, no restart
@@ -308,7 +338,7 @@ def configure(
         fs.write_file(_rel(paths.dropin), planned_dropin, mode=0o644)
         report.written.append(paths.dropin)
     if main_bytes != planned_main:
-        fs.write_file(_rel(paths.main), planned_main, mode=_mode(fs, paths.main))
+        _write_main(fs, paths, planned_main)
         report.written.append(paths.main)
     if report.written or restart_pending:
         _save_state(fs, paths, replace(wanted, phase="restart-pending"))
@@ -356,13 +386,13 @@ def cleanup(
             and backup is not None
             and _sha(backup) == state.original_sha256
         ):
-            fs.write_file(_rel(paths.main), backup, mode=_mode(fs, paths.main))
+            _write_main(fs, paths, backup)
             report.written.append(paths.main)
         elif state.import_entry is not None:
             text = _decode(main_bytes, paths.main)
             restored = remove_import(text, state.import_entry, paths.main, drop_empty=state.created_imports)
             if restored != text:
-                fs.write_file(_rel(paths.main), restored.encode(), mode=_mode(fs, paths.main))
+                _write_main(fs, paths, restored.encode())
                 report.written.append(paths.main)
             if state.original_sha256:
                 keep_backup = backup is not None
@@ -380,4 +410,8 @@ def cleanup(
         fs.remove(_rel(paths.backup))
         report.removed.append(paths.backup)
     fs.remove(_rel(paths.state))
+    for directory in reversed(state.created_dirs):
+        if fs.is_dir(_rel(directory)) and not fs.listdir(_rel(directory)):
+            os.rmdir(fs.path(_rel(directory)))
+            report.removed.append(directory)
     return report

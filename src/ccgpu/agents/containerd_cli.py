@@ -59,6 +59,7 @@ def run_apply(
     dropin: str,
     runtime_classes: list[str] | None,
     kata_config_dir: str,
+    containerd_version: str | None,
     restart: str,
     socket: str,
     unit: str,
@@ -71,6 +72,7 @@ def run_apply(
         dropin=dropin,
         runtime_classes=runtime_classes or list(labels.RUNTIME_CLASSES),
         kata_config_dir=kata_config_dir,
+        containerd_version=containerd_version,
         restart=_method(restart),
         restart_options=_options(socket, unit, timeout),
     )

@@ -91,7 +91,9 @@ def _restart_with_systemd(options: RestartOptions, runner: Runner) -> str:
     try:
         done = runner(argv, capture_output=True, text=True, timeout=options.timeout_s, check=False)
     except FileNotFoundError as e:
-        raise RestartError(f"cannot run {argv[0]}: {e}; install util-linux or use --restart signal|none") from e
+        raise RestartError(
+            f"cannot run {argv[0]}: {e}; install util-linux or use --restart signal|none"
+        ) from e
     except subprocess.TimeoutExpired as e:
         raise RestartError(f"`{' '.join(argv)}` did not finish within {options.timeout_s:g} s") from e
     if done.returncode != 0:
@@ -129,7 +131,9 @@ def socket_peer_pid(fs: Sysfs, host_socket: str) -> int:
         try:
             _connect(s, str(path))
         except OSError as e:
-            raise RestartError(f"cannot connect to containerd's socket {host_socket} ({path}): {e.strerror or e}") from e
+            raise RestartError(
+                f"cannot connect to containerd's socket {host_socket} ({path}): {e.strerror or e}"
+            ) from e
         pid, _uid, _gid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
     if pid <= 0:
         raise RestartError(

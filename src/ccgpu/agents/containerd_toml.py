@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import posixpath
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -99,9 +100,13 @@ def kata_runtimes(
 def check_host_path(path: str, what: str) -> str:
     """A host path must be absolute and normalised (it is written into containerd's config verbatim)."""
     if not isinstance(path, str) or not path.startswith("/") or "\x00" in path:
-        raise ContainerdConfigError(f"{what} {path!r} must be an absolute host path such as /etc/containerd/...")
+        raise ContainerdConfigError(
+            f"{what} {path!r} must be an absolute host path such as /etc/containerd/..."
+        )
     if posixpath.normpath(path) != path or path == "/":
-        raise ContainerdConfigError(f"{what} {path!r} must be a normalised file path (no '..', '//', trailing '/')")
+        raise ContainerdConfigError(
+            f"{what} {path!r} must be a normalised file path (no '..', '//', trailing '/')"
+        )
     return path
 
 
@@ -110,7 +115,9 @@ def parse_config(text: str, where: str) -> tomlkit.TOMLDocument:
     try:
         return tomlkit.parse(text)
     except tomlkit.exceptions.ParseError as e:
-        raise ContainerdConfigError(f"{where} is not valid TOML ({e}); fix it before ccgpu adds its drop-in") from e
+        raise ContainerdConfigError(
+            f"{where} is not valid TOML ({e}); fix it before ccgpu adds its drop-in"
+        ) from e
 
 
 def config_version(doc: Mapping[str, Any], where: str) -> int:
@@ -125,6 +132,35 @@ def config_version(doc: Mapping[str, Any], where: str) -> int:
     if isinstance(version, bool) or not isinstance(version, int) or version not in SUPPORTED_VERSIONS:
         raise ContainerdConfigError(f"{where} declares version = {version!r}; {accepted}")
     return int(version)
+
+
+_RUNTIME_VERSION = re.compile(r"^(?:containerd://)?v?(\d+)\.(\d+)(?:\.\d+)?(?:[-+~][0-9A-Za-z.+~-]*)?$")
+
+
+def parse_runtime_version(text: str) -> tuple[int, int]:
+    """containerd's major.minor from `node.status.nodeInfo.containerRuntimeVersion` (`containerd://1.7.2`,
+    `containerd://2.1.5-k3s1`) or `containerd --version`'s number (`1.6.20~ds1`)."""
+    match = _RUNTIME_VERSION.match(text.strip())
+    if not match:
+        raise ContainerdConfigError(
+            f"containerd version {text!r} is not understood; accepted: 'containerd://1.7.2', '2.1.5-k3s1', 'v2.0.0'"
+        )
+    return int(match.group(1)), int(match.group(2))
+
+
+def runtime_version_findings(config_version: int, runtime: tuple[int, int], where: str) -> list[str]:
+    """Warnings for a config/binary pairing; raises for one that cannot work."""
+    if config_version == 3 and runtime < (2, 0):
+        raise ContainerdConfigError(
+            f"{where} is a version-3 file but containerd {runtime[0]}.{runtime[1]} reads only versions 1 and 2 "
+            "(it would silently ignore ccgpu's drop-in); accepted: version 2 for containerd 1.x, 2 or 3 for 2.x"
+        )
+    if runtime < (1, 7):
+        return [
+            f"containerd {runtime[0]}.{runtime[1]} has no CDI support (enable_cdi arrived in 1.7): the host CDI "
+            "spec is not applied; upgrade containerd for CDI-based GPU injection"
+        ]
+    return []
 
 
 def cri_section(doc: Mapping[str, Any], version: int) -> dict[str, Any]:
@@ -143,7 +179,9 @@ def conflicting_runtimes(cri: Mapping[str, Any], runtimes: Iterable[KataRuntime]
         if not isinstance(entry, Mapping):
             continue
         have_type = entry.get("runtime_type")
-        have_path = entry.get("options", {}).get("ConfigPath") if isinstance(entry.get("options"), Mapping) else None
+        have_path = (
+            entry.get("options", {}).get("ConfigPath") if isinstance(entry.get("options"), Mapping) else None
+        )
         if have_type != rt.runtime_type or have_path not in (None, rt.config_path):
             problems.append(
                 f"runtime {rt.name!r} already has runtime_type={have_type!r} ConfigPath={have_path!r}; "
@@ -159,7 +197,9 @@ def cdi_warnings(cri: Mapping[str, Any]) -> list[str]:
         warnings.append("the main file sets enable_cdi = false; ccgpu's drop-in turns it on")
     dirs = cri.get("cdi_spec_dirs")
     if isinstance(dirs, list) and CDI_SPEC_DIR not in dirs:
-        warnings.append(f"cdi_spec_dirs {dirs!r} lacks {CDI_SPEC_DIR}, where the kata-manager writes the GPU spec")
+        warnings.append(
+            f"cdi_spec_dirs {dirs!r} lacks {CDI_SPEC_DIR}, where the kata-manager writes the GPU spec"
+        )
     return warnings
 
 
