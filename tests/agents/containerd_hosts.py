@@ -113,3 +113,16 @@ class RecordingRunner:
     def __call__(self, argv: list[str], **_kwargs: object) -> subprocess.CompletedProcess:
         self.calls.append(list(argv))
         return subprocess.CompletedProcess(argv, self.returncode, "", self.stderr)
+
+
+def host_id(main_text: object) -> str | None:
+    """Short test ids for the main files above."""
+    names = {
+        KUBEADM_V2: "kubeadm-v2",
+        DEBIAN_V2: "debian-v2",
+        WITH_IMPORTS_V2: "imports-v2",
+        SPACED_IMPORTS_V2: "spaced-imports-v2",
+        V3: "v3",
+        V3_CONF_D: "v3-conf.d",
+    }
+    return names.get(main_text) if isinstance(main_text, str) else None

@@ -18,6 +18,7 @@ from containerd_hosts import (
     V3_CONF_D,
     WITH_IMPORTS_V2,
     RecordingRunner,
+    host_id,
     make_host,
     snapshot,
 )
@@ -50,7 +51,7 @@ def _file(root: Path, host_path: str) -> Path:
     return root / host_path.lstrip("/")
 
 
-@pytest.mark.parametrize("main_text", [KUBEADM_V2, DEBIAN_V2, WITH_IMPORTS_V2, V3])
+@pytest.mark.parametrize("main_text", [KUBEADM_V2, DEBIAN_V2, WITH_IMPORTS_V2, V3], ids=host_id)
 def test_apply_writes_dropin_import_and_backup_then_restarts_once(tmp_path: Path, main_text: str) -> None:
     root = make_host(tmp_path, main_text)
     runner = RecordingRunner()
@@ -70,7 +71,7 @@ def test_apply_writes_dropin_import_and_backup_then_restarts_once(tmp_path: Path
     assert json.loads(_file(root, STATE).read_text())["phase"] == "applied"
 
 
-@pytest.mark.parametrize("main_text", [KUBEADM_V2, V3, V3_CONF_D])
+@pytest.mark.parametrize("main_text", [KUBEADM_V2, V3, V3_CONF_D], ids=host_id)
 def test_second_apply_changes_no_byte_and_restarts_nothing(tmp_path: Path, main_text: str) -> None:
     root = make_host(tmp_path, main_text)
     _apply(root)
@@ -82,7 +83,7 @@ def test_second_apply_changes_no_byte_and_restarts_nothing(tmp_path: Path, main_
 
 
 @pytest.mark.parametrize(
-    "main_text", [KUBEADM_V2, DEBIAN_V2, WITH_IMPORTS_V2, SPACED_IMPORTS_V2, V3, V3_CONF_D]
+    "main_text", [KUBEADM_V2, DEBIAN_V2, WITH_IMPORTS_V2, SPACED_IMPORTS_V2, V3, V3_CONF_D], ids=host_id
 )
 def test_cleanup_restores_the_main_file_byte_for_byte_and_removes_the_rest(
     tmp_path: Path, main_text: str
@@ -134,6 +135,7 @@ def test_main_file_change_is_carried_into_the_version2_dropin(tmp_path: Path) ->
             "runtime 'kata-qemu-nvidia-gpu' already has runtime_type='io.containerd.kata.v2'",
         ),
     ],
+    ids=["not-toml", "no-version", "version-7", "conflicting-runtime"],
 )
 def test_bad_main_file_is_refused_and_nothing_is_written(tmp_path: Path, main_text: str, needle: str) -> None:
     root = make_host(tmp_path, main_text)
