@@ -66,7 +66,9 @@ def containerd_config_apply(
         help="Where Kata's shim configs live.",
     ),
     containerd_version: str = typer.Option(
-        None, "--containerd-version", help="The node's containerRuntimeVersion, e.g. containerd://1.7.2 (optional)."
+        None,
+        "--containerd-version",
+        help="The node's containerRuntimeVersion, e.g. containerd://1.7.2 (optional).",
     ),
     restart: str = _RESTART,
     containerd_socket: str = _SOCKET,

@@ -109,18 +109,33 @@ def test_conf_d_already_imported_leaves_the_main_file_untouched(tmp_path: Path) 
     assert _file(root, MAIN).read_text() == V3_CONF_D
 
 
-def test_main_file_change_is_carried_into_the_version2_dropin(tmp_path: Path) -> None:
-    """containerd#5837: the v2 drop-in repeats the CRI section, so it must follow edits to the main file."""
+def test_main_file_change_is_carried_into_the_version2_dropin_and_the_restore_point(tmp_path: Path) -> None:
+    """containerd#5837: the v2 drop-in repeats the CRI section, so it must follow edits to the main file; and
+    a later cleanup must keep that edit rather than restore the file from before it."""
     root = make_host(tmp_path, KUBEADM_V2)
     _apply(root)
     main = _file(root, MAIN)
     main.write_text(main.read_text().replace("SystemdCgroup = true", "SystemdCgroup = false"))
     report = _apply(root)
-    assert report.written == [DROPIN]
+    assert report.written == [BACKUP, DROPIN]
     runc = tomllib.loads(_file(root, DROPIN).read_text())["plugins"]["io.containerd.grpc.v1.cri"][
         "containerd"
     ]
     assert runc["runtimes"]["runc"]["options"]["SystemdCgroup"] is False
+    cleaned = _cleanup(root)
+    assert main.read_text() == KUBEADM_V2.replace("SystemdCgroup = true", "SystemdCgroup = false")
+    assert cleaned.warnings == []
+
+
+def test_dropping_the_covering_glob_makes_the_next_apply_add_ccgpus_own_import(tmp_path: Path) -> None:
+    root = make_host(tmp_path, V3_CONF_D)
+    _apply(root)
+    main = _file(root, MAIN)
+    main.write_text("version = 3\n")
+    assert MAIN in _apply(root).written
+    assert tomllib.loads(main.read_text())["imports"] == ["conf.d/ccgpu-kata.toml"]
+    _cleanup(root)
+    assert main.read_text() == "version = 3\n"
 
 
 @pytest.mark.parametrize(

@@ -235,6 +235,20 @@ def _imported_cri_sections(fs: Sysfs, doc: Any, paths: _Paths, version: int) -> 
     return sections
 
 
+def _original_main(fs: Sysfs, paths: _Paths, state: _State | None, main_bytes: bytes) -> bytes:
+    """The main file as it would be without ccgpu's `imports` entry: the backup while the file is exactly
+    as ccgpu left it, else the current bytes with ccgpu's entry taken out (someone edited it since)."""
+    if state is None or _sha(main_bytes) == state.original_sha256:
+        return main_bytes
+    backup = _read_or_none(fs, paths.backup)
+    if _sha(main_bytes) == state.main_sha256 and backup is not None and _sha(backup) == state.original_sha256:
+        return backup
+    if state.import_entry is None:
+        return main_bytes
+    text = _decode(main_bytes, paths.main)
+    return remove_import(text, state.import_entry, paths.main, drop_empty=state.created_imports).encode()
+
+
 def _restart(fs: Sysfs, method: RestartMethod, options: RestartOptions, runner: Runner) -> str:
     try:
         return restart_containerd(fs, method, options, runner)
@@ -275,8 +289,11 @@ def configure(
             f"{paths.main} does not exist under {fs.root}; ccgpu adds a drop-in to an existing containerd config "
             "(create one with `containerd config default`, which declares its version)"
         )
-    main_text = _decode(main_bytes, paths.main)
-    doc = parse_config(main_text, paths.main)
+    # Every decision is made on the main file as it would be without ccgpu's edit ("original"), so a run
+    # after someone else edited the file keeps their edit and moves the byte-exact restore point to it.
+    original = _original_main(fs, paths, state, main_bytes)
+    original_text = _decode(original, paths.main)
+    doc = parse_config(original_text, paths.main)
     version = config_version(doc, paths.main)
     version_warnings = (
         runtime_version_findings(version, runtime_version, paths.main) if runtime_version else []
@@ -298,14 +315,8 @@ def configure(
         )
 
     covered_by = import_covering(doc, paths.main, paths.dropin, paths.main)
-    if state is not None:
-        entry, created_imports = state.import_entry, state.created_imports
-    else:
-        entry = None if covered_by else import_entry(paths.main, paths.dropin)
-        created_imports = "imports" not in doc
-    planned_main = (
-        main_bytes if covered_by or entry is None else add_import(main_text, entry, paths.main).encode()
-    )
+    entry = None if covered_by else import_entry(paths.main, paths.dropin)
+    planned_main = original if entry is None else add_import(original_text, entry, paths.main).encode()
     planned_dropin = render_dropin(version, runtimes, cri).encode()
 
     report = ChangeReport("apply", paths.main, paths.dropin, version=version)
@@ -319,11 +330,11 @@ def configure(
         phase="applied",
         main_config=paths.main,
         dropin=paths.dropin,
-        original_sha256=state.original_sha256 if state else _sha(main_bytes),
+        original_sha256=_sha(original),
         main_sha256=_sha(planned_main),
         dropin_sha256=_sha(planned_dropin),
         import_entry=entry,
-        created_imports=created_imports,
+        created_imports="imports" not in doc,
         created_dirs=state.created_dirs if state else _missing_dirs(fs, paths.dropin),
     )
     if state == wanted and dropin_now == planned_dropin and main_bytes == planned_main:
@@ -331,8 +342,8 @@ def configure(
 
     restart_pending = state is not None and state.phase != "applied"
     _save_state(fs, paths, replace(wanted, phase="applying"))
-    if _read_or_none(fs, paths.backup) is None and _sha(main_bytes) == wanted.original_sha256:
-        fs.write_file(_rel(paths.backup), main_bytes, mode=_mode(fs, paths.main))
+    if _read_or_none(fs, paths.backup) != original:
+        fs.write_file(_rel(paths.backup), original, mode=_mode(fs, paths.main))
         report.written.append(paths.backup)
     if dropin_now != planned_dropin:
         fs.write_file(_rel(paths.dropin), planned_dropin, mode=0o644)
