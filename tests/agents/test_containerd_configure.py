@@ -338,3 +338,24 @@ def test_a_symlinked_main_file_stays_a_link_and_its_target_is_edited_and_restore
     assert "conf.d/ccgpu-kata.toml" in managed.read_text()
     _cleanup(root)
     assert (root / MAIN.lstrip("/")).is_symlink() and managed.read_text() == KUBEADM_V2
+
+
+def test_a_version2_import_sorting_after_the_dropin_is_reported(tmp_path: Path) -> None:
+    """containerd#5837: on 1.x a CRI section imported after ccgpu's drop-in replaces it whole."""
+    root = make_host(tmp_path, 'version = 2\nimports = ["/etc/containerd/conf.d/*.toml"]\n')
+    conf_d = root / "etc/containerd/conf.d"
+    conf_d.mkdir()
+    (conf_d / "zz-registry.toml").write_text(
+        'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "/etc/containerd/certs.d"\n'
+    )
+    (conf_d / "00-cni.toml").write_text(
+        'version = 2\n[plugins."io.containerd.grpc.v1.cri".cni]\n  bin_dir = "/x"\n'
+    )
+    report = _apply(root)
+    assert report.warnings == [
+        "/etc/containerd/conf.d/zz-registry.toml is imported after /etc/containerd/conf.d/ccgpu-kata.toml and, on "
+        "containerd 1.x, its CRI section replaces the drop-in's (ccgpu's runtimes would be lost): give the drop-in "
+        "a name that sorts last or import it after that file"
+    ]
+    cri = tomllib.loads(_file(root, DROPIN).read_text())["plugins"]["io.containerd.grpc.v1.cri"]
+    assert cri["cni"] == {"bin_dir": "/x"}  # the section ahead of the drop-in is the one it repeats

@@ -208,10 +208,15 @@ def _decode(data: bytes, where: str) -> str:
         ) from e
 
 
-def _imported_cri_sections(fs: Sysfs, doc: Any, paths: _Paths, version: int) -> list[dict[str, Any]]:
-    """The CRI sections of the files the main config already imports (other than ccgpu's drop-in), in the
-    order containerd applies them; a glob may appear in the last path component (sorted, like Go's Glob)."""
-    sections = []
+def _imported_cri_sections(
+    fs: Sysfs, doc: Any, paths: _Paths, version: int
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The CRI sections of the files the main config imports ahead of ccgpu's drop-in, in the order containerd
+    applies them (a glob may appear in the last path component; matches sorted, like Go's Glob), and the
+    files imported after the drop-in that carry a CRI section (on containerd 1.x each replaces the drop-in's)."""
+    before: list[dict[str, Any]] = []
+    after: list[str] = []
+    seen_dropin = False
     for pattern in resolved_imports(doc, paths.main, paths.main):
         directory, name = posixpath.split(pattern)
         if any(c in directory for c in "*?["):
@@ -219,20 +224,24 @@ def _imported_cri_sections(fs: Sysfs, doc: Any, paths: _Paths, version: int) -> 
                 f"{paths.main}: import {pattern!r} has a glob in a directory name; ccgpu reads imported files to "
                 "keep their CRI settings and accepts globs only in the file name"
             )
-        try:
-            candidates = [
-                posixpath.join(directory, n)
-                for n in fs.listdir(_rel(directory))
-                if fnmatch.fnmatchcase(n, name)
-            ]
-        except (FileNotFoundError, NotADirectoryError):
+        if not fs.is_dir(_rel(directory)):
             continue
-        for path in candidates:
-            if path == paths.dropin or not fs.is_dir(_rel(directory)) or fs.is_dir(_rel(path)):
+        entries = set(fs.listdir(_rel(directory)))
+        if posixpath.dirname(paths.dropin) == directory:
+            entries.add(posixpath.basename(paths.dropin))  # where the drop-in will sit, written or not
+        for entry in sorted(entries):
+            path = posixpath.join(directory, entry)
+            if not fnmatch.fnmatchcase(entry, name) or fs.is_dir(_rel(path)):
                 continue
-            imported = parse_config(_decode(fs.read_bytes(_rel(path)), path), path)
-            sections.append(cri_section(imported, version))
-    return sections
+            if path == paths.dropin:
+                seen_dropin = True
+                continue
+            section = cri_section(parse_config(_decode(fs.read_bytes(_rel(path)), path), path), version)
+            if section and seen_dropin:
+                after.append(path)
+            elif section:
+                before.append(section)
+    return before, after
 
 
 def _original_main(fs: Sysfs, paths: _Paths, state: _State | None, main_bytes: bytes) -> bytes:
@@ -299,8 +308,10 @@ def configure(
         runtime_version_findings(version, runtime_version, paths.main) if runtime_version else []
     )
     cri = cri_section(doc, version)
+    shadowing: list[str] = []
     if version == 2:  # what containerd 1.x will use as the CRI section, which the v2 drop-in must repeat
-        cri = last_cri_section(_imported_cri_sections(fs, doc, paths, version), cri)
+        imported, shadowing = _imported_cri_sections(fs, doc, paths, version)
+        cri = last_cri_section(imported, cri)
     conflicts = conflicting_runtimes(cri, runtimes)
     if conflicts:
         raise ContainerdConfigError(
@@ -321,6 +332,11 @@ def configure(
 
     report = ChangeReport("apply", paths.main, paths.dropin, version=version)
     report.warnings += version_warnings + cdi_warnings(cri)
+    report.warnings += [
+        f"{path} is imported after {paths.dropin} and, on containerd 1.x, its CRI section replaces the drop-in's "
+        "(ccgpu's runtimes would be lost): give the drop-in a name that sorts last or import it after that file"
+        for path in shadowing
+    ]
     report.warnings += [
         f"{rt.config_path} not found on the host: pods of RuntimeClass {rt.name} fail until Kata is installed"
         for rt in runtimes
