@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, NoReturn
+
 import typer
 
 from ccgpu import labels
@@ -17,10 +20,9 @@ def _method(value: str) -> RestartMethod:
     except ValueError:
         accepted = ", ".join(m.value for m in RestartMethod)
         _fail(f"--restart {value!r} is not a restart method; accepted: {accepted}", code=2)
-        raise  # unreachable: _fail exits
 
 
-def _fail(message: str, code: int) -> None:
+def _fail(message: str, code: int) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
@@ -44,13 +46,15 @@ def _print(report: ChangeReport) -> None:
         typer.echo(f"warning: {warning}", err=True)
 
 
-def _run(action, **kwargs) -> None:  # type: ignore[no-untyped-def]
+def _run(action: Callable[..., ChangeReport], **kwargs: Any) -> None:
     try:
         _print(action(**kwargs))
     except (ContainerdConfigError, PathEscapeError) as e:
         _fail(str(e), code=2)
     except RestartError as e:
         _fail(str(e), code=1)
+    except OSError as e:  # e.g. a read-only /etc: the intent file lets the next run finish or roll back
+        _fail(f"{e.strerror or e}: {e.filename or ''}".rstrip(": "), code=1)
 
 
 def run_apply(

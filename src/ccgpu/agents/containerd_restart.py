@@ -104,7 +104,10 @@ def _restart_with_systemd(options: RestartOptions, runner: Runner) -> str:
 
 def _restart_with_signal(fs: Sysfs, options: RestartOptions) -> str:
     old_pid = socket_peer_pid(fs, options.socket)
-    os.kill(old_pid, signal.SIGHUP)
+    try:
+        os.kill(old_pid, signal.SIGHUP)
+    except OSError as e:
+        raise RestartError(f"cannot signal containerd pid {old_pid}: {e.strerror or e}") from e
     deadline = time.monotonic() + options.timeout_s
     while time.monotonic() < deadline:
         if not _alive(old_pid):
