@@ -187,7 +187,9 @@ def test_import_entry_is_relative_to_the_main_file_when_beneath_it(
     "imports,covered",
     [
         ('["/etc/containerd/conf.d/*.toml"]', "/etc/containerd/conf.d/*.toml"),  # containerd 2.2's default
-        ('["conf.d/*.toml"]', "conf.d/*.toml"),
+        ('["conf.d/*.toml"]', None),  # containerd 1.6 globs a relative pattern against its cwd
+        ('["conf.d/ccgpu-kata.toml"]', "conf.d/ccgpu-kata.toml"),
+        ('["/etc/containerd/conf.d/ccgpu-kata.tom?"]', None),  # only `*` makes a glob for containerd
         ('["/etc/containerd/conf.d/ccgpu-kata.toml"]', "/etc/containerd/conf.d/ccgpu-kata.toml"),
         ('["/etc/containerd/*.toml"]', None),  # `*` never crosses a `/` (Go filepath.Match)
         ('["/etc/containerd/conf.d/*.conf"]', None),

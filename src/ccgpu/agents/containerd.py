@@ -219,7 +219,7 @@ def _imported_cri_sections(
     seen_dropin = False
     for pattern in resolved_imports(doc, paths.main, paths.main):
         directory, name = posixpath.split(pattern)
-        if any(c in directory for c in "*?["):
+        if "*" in directory:
             raise ContainerdConfigError(
                 f"{paths.main}: import {pattern!r} has a glob in a directory name; ccgpu reads imported files to "
                 "keep their CRI settings and accepts globs only in the file name"
@@ -231,7 +231,10 @@ def _imported_cri_sections(
             entries.add(posixpath.basename(paths.dropin))  # where the drop-in will sit, written or not
         for entry in sorted(entries):
             path = posixpath.join(directory, entry)
-            if not fnmatch.fnmatchcase(entry, name) or fs.is_dir(_rel(path)):
+            matches = (
+                fnmatch.fnmatchcase(entry, name) if "*" in name else entry == name
+            )  # containerd: `*` only
+            if not matches or fs.is_dir(_rel(path)):
                 continue
             if path == paths.dropin:
                 seen_dropin = True

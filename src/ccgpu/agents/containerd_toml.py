@@ -263,7 +263,7 @@ def _glob_match(pattern: str, path: str) -> bool:
 
 def resolved_imports(doc: Mapping[str, Any], main_path: str, where: str) -> list[str]:
     """The main file's `imports` as absolute host paths or patterns, in order (relative entries are resolved
-    against the main file's directory, as containerd does)."""
+    against the main file's directory, as containerd 2.x does for all and 1.6 for those without `*`)."""
     main_dir = posixpath.dirname(main_path)
     return [posixpath.normpath(posixpath.join(main_dir, entry)) for entry in _imports(doc, where)]
 
@@ -280,11 +280,18 @@ def last_cri_section(sections: Iterable[Mapping[str, Any]], main_cri: Mapping[st
 
 def import_covering(doc: Mapping[str, Any], main_path: str, dropin_path: str, where: str) -> str | None:
     """The existing `imports` entry (exact or glob, e.g. containerd 2.2's `/etc/containerd/conf.d/*.toml`)
-    that already loads the drop-in, or None."""
+    that already loads the drop-in, or None.
+
+    containerd treats an entry as a glob only when it contains `*`, and containerd 1.6 globs a *relative*
+    pattern against its working directory rather than the main file's (2.x fixed that), so a relative glob
+    never counts as covering: ccgpu then adds its own exact entry, which every version resolves alike.
+    """
     main_dir = posixpath.dirname(main_path)
     for entry in _imports(doc, where):
         resolved = posixpath.normpath(posixpath.join(main_dir, entry))
-        if resolved == dropin_path or _glob_match(resolved, dropin_path):
+        if resolved == dropin_path:
+            return entry
+        if "*" in entry and entry.startswith("/") and _glob_match(resolved, dropin_path):
             return entry
     return None
 
