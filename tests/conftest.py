@@ -36,8 +36,6 @@ def ccgpu_command(*args: str) -> list[str]:
 def ccgpu_env(**extra: str) -> dict[str, str]:
     """Environment for a `ccgpu` subprocess: this checkout's src first on PYTHONPATH."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "src"), env.get("PYTHONPATH", "")]).rstrip(
-        os.pathsep
-    )
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "src"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.update(extra)
     return env

@@ -44,13 +44,8 @@ def test_cc_switch_pauses_kata_device_plugin_which_nvidia_forgets():
 
 @pytest.mark.parametrize(
     "state,ready",
-    [
-        (CCModeState.ON, "true"),
-        (CCModeState.PPCIE, "true"),
-        (CCModeState.OFF, "false"),
-        (CCModeState.DEVTOOLS, ""),
-        (CCModeState.FAILED, ""),
-    ],
+    [(CCModeState.ON, "true"), (CCModeState.PPCIE, "true"), (CCModeState.OFF, "false"),
+     (CCModeState.DEVTOOLS, ""), (CCModeState.FAILED, "")],
 )
 def test_cc_ready_state_follows_k8s_cc_manager(state, ready):
     assert labels.cc_ready_state(state) == ready

@@ -13,19 +13,8 @@ def test_parse_full_and_short_forms():
 
 @pytest.mark.parametrize(
     "bad",
-    [
-        "",
-        "0000:3a:00",
-        "0000:3a:00.8",
-        "0000:3a:20.0",
-        "0000:3g:00.0",
-        "000:3a:00.0",
-        "0000:3a:00.0\n",
-        "../../etc",
-        "0000:3a:00.0/../x",
-        " 0000:3a:00.0",
-        "0000:3a:00.0 ",
-    ],
+    ["", "0000:3a:00", "0000:3a:00.8", "0000:3a:20.0", "0000:3g:00.0", "000:3a:00.0", "0000:3a:00.0\n",
+     "../../etc", "0000:3a:00.0/../x", " 0000:3a:00.0", "0000:3a:00.0 "],
 )
 def test_malformed_addresses_are_rejected_with_the_accepted_form(bad):
     with pytest.raises(BDFError, match="domain:bus:device.function"):

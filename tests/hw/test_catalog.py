@@ -6,13 +6,8 @@ from ccgpu.hw.catalog import Arch, Kind
 
 @pytest.mark.parametrize(
     "device_id,resource",
-    [
-        (0x2330, "GH100_H100_SXM5_80GB"),
-        (0x2331, "GH100_H100_PCIE"),
-        (0x2335, "GH100_H200_SXM_141GB"),
-        (0x2321, "GH100_H100L_94GB"),
-        (0x2901, "GB100_B200"),
-    ],
+    [(0x2330, "GH100_H100_SXM5_80GB"), (0x2331, "GH100_H100_PCIE"), (0x2335, "GH100_H200_SXM_141GB"),
+     (0x2321, "GH100_H100L_94GB"), (0x2901, "GB100_B200")],
 )
 def test_resource_names_follow_the_sandbox_device_plugin_rule(device_id, resource):
     assert catalog.lookup(device_id).resource_name == resource

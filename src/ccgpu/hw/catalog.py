@@ -152,9 +152,7 @@ def lookup(device_id: int, class_code: int = CLASS_3D) -> Model:
     kind = Kind.NVSWITCH if class_code == CLASS_BRIDGE_OTHER else Kind.GPU
     arch = arch_of(device_id)
     label = "NVSwitch" if kind is Kind.NVSWITCH else "GPU"
-    return Model(
-        device_id, f"Device {device_id:04x} [{arch.value} {label} {device_id:04x}]", arch, kind, known=False
-    )
+    return Model(device_id, f"Device {device_id:04x} [{arch.value} {label} {device_id:04x}]", arch, kind, known=False)
 
 
 def known_models() -> list[Model]:

@@ -45,9 +45,7 @@ class Sysfs:
             raise PathEscapeError(f"path {text!r} contains a NUL byte")
         pure = PurePosixPath(text)
         if pure.is_absolute():
-            raise PathEscapeError(
-                f"path {text!r} is absolute; Sysfs paths are relative to the root {self.root}"
-            )
+            raise PathEscapeError(f"path {text!r} is absolute; Sysfs paths are relative to the root {self.root}")
         if ".." in pure.parts:
             raise PathEscapeError(f"path {text!r} contains '..'; Sysfs paths may not leave the root")
         candidate = self.root.joinpath(pure)
