@@ -359,3 +359,24 @@ def test_a_version2_import_sorting_after_the_dropin_is_reported(tmp_path: Path) 
     ]
     cri = tomllib.loads(_file(root, DROPIN).read_text())["plugins"]["io.containerd.grpc.v1.cri"]
     assert cri["cni"] == {"bin_dir": "/x"}  # the section ahead of the drop-in is the one it repeats
+
+
+def test_concurrent_runs_take_turns_on_the_main_files_directory(tmp_path: Path) -> None:
+    """The kata-manager loop and an operator's CLI run must not interleave their writes."""
+    import fcntl
+    import os
+    import threading
+
+    root = make_host(tmp_path, KUBEADM_V2)
+    fd = os.open(root / "etc/containerd", os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    reports: list[ChangeReport] = []
+    worker = threading.Thread(target=lambda: reports.append(_apply(root)))
+    worker.start()
+    try:
+        worker.join(timeout=0.3)
+        assert worker.is_alive() and not _file(root, DROPIN).exists()  # waiting for the lock, nothing written
+    finally:
+        os.close(fd)
+    worker.join(timeout=30)
+    assert not worker.is_alive() and reports[0].written == [BACKUP, DROPIN, MAIN]

@@ -197,3 +197,19 @@ def test_auto_means_systemd_only_on_a_host_booted_with_systemd(host: Sysfs) -> N
 
 def test_none_restarts_nothing_and_says_a_restart_is_needed(host: Sysfs) -> None:
     assert "restart containerd to load the new config" in restart_containerd(host, RestartMethod.NONE)
+
+
+def test_configure_with_the_signal_method_restarts_a_supervised_containerd(host: Sysfs, start) -> None:  # type: ignore[no-untyped-def]
+    from containerd_hosts import KATA_DIR, KUBEADM_V2, make_host
+
+    from ccgpu.agents.containerd import configure
+
+    make_host(host.root, KUBEADM_V2)
+    start("exit", supervised=True)
+    old = socket_peer_pid(host, SOCKET)
+    report = configure(host, kata_config_dir=KATA_DIR, restart=RestartMethod.SIGNAL)
+    assert report.restart is not None and report.restart.startswith(
+        f"sent SIGHUP to containerd pid {old}; pid "
+    )
+    assert socket_peer_pid(host, SOCKET) != old
+    assert _hups(host) == [f"{old} SIGHUP"]

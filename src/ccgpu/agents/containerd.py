@@ -15,13 +15,15 @@ All host files are reached through `Sysfs` (the host root), written atomically (
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import fnmatch
 import hashlib
 import json
 import os
 import posixpath
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -271,7 +273,7 @@ def _restart(fs: Sysfs, method: RestartMethod, options: RestartOptions, runner: 
         ) from e
 
 
-def configure(
+def _configure(
     fs: Sysfs,
     *,
     main_config: str = DEFAULT_MAIN_CONFIG,
@@ -377,7 +379,7 @@ def configure(
     return report
 
 
-def cleanup(
+def _cleanup(
     fs: Sysfs,
     *,
     main_config: str = DEFAULT_MAIN_CONFIG,
@@ -445,3 +447,71 @@ def cleanup(
             os.rmdir(fs.path(_rel(directory)))
             report.removed.append(directory)
     return report
+
+
+def configure(
+    fs: Sysfs,
+    *,
+    main_config: str = DEFAULT_MAIN_CONFIG,
+    dropin: str = DEFAULT_DROPIN,
+    runtime_classes: Iterable[str] = labels.RUNTIME_CLASSES,
+    kata_config_dir: str = DEFAULT_KATA_CONFIG_DIR,
+    restart: RestartMethod = RestartMethod.AUTO,
+    restart_options: RestartOptions = DEFAULT_RESTART_OPTIONS,
+    pod_annotations: Iterable[str] = DEFAULT_POD_ANNOTATIONS,
+    containerd_version: str | None = None,
+    runner: Runner = subprocess.run,
+) -> ChangeReport:
+    """Make containerd serve the Kata runtime classes (idempotent; see `_configure`). Blocking: an asyncio
+    agent calls it through `asyncio.to_thread`, since a restart can take up to `restart_options.timeout_s`."""
+    with _exclusive(fs, main_config):
+        return _configure(
+            fs,
+            main_config=main_config,
+            dropin=dropin,
+            runtime_classes=runtime_classes,
+            kata_config_dir=kata_config_dir,
+            restart=restart,
+            restart_options=restart_options,
+            pod_annotations=pod_annotations,
+            containerd_version=containerd_version,
+            runner=runner,
+        )
+
+
+def cleanup(
+    fs: Sysfs,
+    *,
+    main_config: str = DEFAULT_MAIN_CONFIG,
+    dropin: str = DEFAULT_DROPIN,
+    restart: RestartMethod = RestartMethod.AUTO,
+    restart_options: RestartOptions = DEFAULT_RESTART_OPTIONS,
+    runner: Runner = subprocess.run,
+) -> ChangeReport:
+    """Undo `configure` (see `_cleanup`); blocking, like `configure`."""
+    with _exclusive(fs, main_config):
+        return _cleanup(
+            fs,
+            main_config=main_config,
+            dropin=dropin,
+            restart=restart,
+            restart_options=restart_options,
+            runner=runner,
+        )
+
+
+@contextlib.contextmanager
+def _exclusive(fs: Sysfs, main_config: str) -> Iterator[None]:
+    """One configure/cleanup at a time per containerd config (the kata-manager loop and an operator's CLI run
+    may meet): an flock on the main file's directory, which exists whenever there is anything to do."""
+    check_host_path(main_config, "main containerd config")
+    try:
+        fd = os.open(fs.path(_rel(posixpath.dirname(main_config)) or "."), os.O_RDONLY | os.O_DIRECTORY)
+    except (FileNotFoundError, NotADirectoryError):
+        yield  # nothing to protect: the call refuses the missing main file
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
