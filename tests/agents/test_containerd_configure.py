@@ -22,6 +22,8 @@ from containerd_hosts import (
     make_host,
     snapshot,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ccgpu.agents.containerd import (
     ChangeReport,
@@ -380,3 +382,43 @@ def test_concurrent_runs_take_turns_on_the_main_files_directory(tmp_path: Path) 
         os.close(fd)
     worker.join(timeout=30)
     assert not worker.is_alive() and reports[0].written == [BACKUP, DROPIN, MAIN]
+
+
+_keys = st.from_regex(r"[a-z][a-z_]{0,10}", fullmatch=True)
+_scalars = st.one_of(st.booleans(), st.integers(-5, 5000), st.text("abc/:._-", max_size=12))
+_cri_tables = st.dictionaries(
+    _keys.filter(lambda k: k not in ("containerd", "enable_cdi", "cdi_spec_dirs")),
+    st.one_of(_scalars, st.dictionaries(_keys, _scalars, max_size=3)),
+    max_size=5,
+)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cri=_cri_tables, version=st.sampled_from([2, 3]), comment=st.booleans())
+def test_any_main_file_round_trips_and_its_cri_settings_survive(
+    cri: dict, version: int, comment: bool
+) -> None:
+    """Property: for any CRI settings, apply keeps them in force (v2: repeated in the drop-in, containerd#5837),
+    a second apply changes nothing, and cleanup restores the main file byte for byte."""
+    import tempfile
+
+    import tomlkit
+
+    plugin = "io.containerd.grpc.v1.cri" if version == 2 else "io.containerd.cri.v1.runtime"
+    doc = tomlkit.document()
+    if comment:
+        doc.add(tomlkit.comment("site config"))
+    doc["version"] = version
+    doc["plugins"] = {plugin: cri} if cri else {}
+    main_text = tomlkit.dumps(doc)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = make_host(Path(tmp), main_text)
+        _apply(root)
+        dropin_cri = tomllib.loads(_file(root, DROPIN).read_text())["plugins"][plugin]
+        kept = {k: v for k, v in dropin_cri.items() if k not in ("containerd", "enable_cdi")}
+        assert kept == (tomllib.loads(main_text)["plugins"].get(plugin, {}) if version == 2 else {})
+        before = snapshot(root)
+        assert not _apply(root).changed and snapshot(root) == before
+        _cleanup(root)
+        assert _file(root, MAIN).read_text() == main_text
+        assert not _file(root, DROPIN).exists() and not _file(root, BACKUP).exists()
