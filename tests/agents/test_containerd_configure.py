@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from pathlib import Path
 
@@ -366,7 +367,6 @@ def test_a_version2_import_sorting_after_the_dropin_is_reported(tmp_path: Path) 
 def test_concurrent_runs_take_turns_on_the_main_files_directory(tmp_path: Path) -> None:
     """The kata-manager loop and an operator's CLI run must not interleave their writes."""
     import fcntl
-    import os
     import threading
 
     root = make_host(tmp_path, KUBEADM_V2)
@@ -422,3 +422,12 @@ def test_any_main_file_round_trips_and_its_cri_settings_survive(
         _cleanup(root)
         assert _file(root, MAIN).read_text() == main_text
         assert not _file(root, DROPIN).exists() and not _file(root, BACKUP).exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root")
+def test_the_main_file_keeps_its_owner(tmp_path: Path) -> None:
+    root = make_host(tmp_path, KUBEADM_V2)
+    os.chown(_file(root, MAIN), 1234, 4321)
+    _apply(root)
+    st_main = _file(root, MAIN).stat()
+    assert (st_main.st_uid, st_main.st_gid, st_main.st_mode & 0o777) == (1234, 4321, 0o640)

@@ -158,9 +158,14 @@ def _read_or_none(fs: Sysfs, host_path: str) -> bytes | None:
 
 def _write_main(fs: Sysfs, paths: _Paths, data: bytes) -> None:
     """Replace the main file's bytes; when it is a symlink (config management often links it), the file it
-    points to is replaced, never the link (Sysfs still refuses a target outside the host root)."""
+    points to is replaced, never the link (Sysfs still refuses a target outside the host root). Mode and
+    owner carry over to the new file."""
     rel = fs.realpath(_rel(paths.main)) if fs.is_link(_rel(paths.main)) else _rel(paths.main)
-    fs.write_file(rel, data, mode=_mode(fs, paths.main))
+    before = os.stat(fs.path(rel))
+    fs.write_file(rel, data, mode=before.st_mode & 0o7777)
+    after = os.stat(fs.path(rel))
+    if (after.st_uid, after.st_gid) != (before.st_uid, before.st_gid):
+        os.chown(fs.path(rel), before.st_uid, before.st_gid)
 
 
 def _missing_dirs(fs: Sysfs, host_path: str) -> list[str]:
