@@ -281,21 +281,17 @@ def _restart(fs: Sysfs, method: RestartMethod, options: RestartOptions, runner: 
 def _configure(
     fs: Sysfs,
     *,
-    main_config: str = DEFAULT_MAIN_CONFIG,
-    dropin: str = DEFAULT_DROPIN,
-    runtime_classes: Iterable[str] = labels.RUNTIME_CLASSES,
-    kata_config_dir: str = DEFAULT_KATA_CONFIG_DIR,
-    restart: RestartMethod = RestartMethod.AUTO,
-    restart_options: RestartOptions = DEFAULT_RESTART_OPTIONS,
-    pod_annotations: Iterable[str] = DEFAULT_POD_ANNOTATIONS,
-    containerd_version: str | None = None,
-    runner: Runner = subprocess.run,
+    main_config: str,
+    dropin: str,
+    runtime_classes: Iterable[str],
+    kata_config_dir: str,
+    restart: RestartMethod,
+    restart_options: RestartOptions,
+    pod_annotations: Iterable[str],
+    containerd_version: str | None,
+    runner: Runner,
 ) -> ChangeReport:
-    """Make containerd serve the Kata runtime classes; validates everything before the first write.
-
-    `containerd_version` (the node's `containerRuntimeVersion`, optional) lets ccgpu refuse a version-3 file
-    that containerd 1.x would ignore and warn where containerd lacks CDI.
-    """
+    """`configure`'s work, under the lock."""
     paths = _Paths.of(main_config, dropin)
     runtimes = kata_runtimes(runtime_classes, kata_config_dir, pod_annotations)
     runtime_version = parse_runtime_version(containerd_version) if containerd_version else None
@@ -387,14 +383,13 @@ def _configure(
 def _cleanup(
     fs: Sysfs,
     *,
-    main_config: str = DEFAULT_MAIN_CONFIG,
-    dropin: str = DEFAULT_DROPIN,
-    restart: RestartMethod = RestartMethod.AUTO,
-    restart_options: RestartOptions = DEFAULT_RESTART_OPTIONS,
-    runner: Runner = subprocess.run,
+    main_config: str,
+    dropin: str,
+    restart: RestartMethod,
+    restart_options: RestartOptions,
+    runner: Runner,
 ) -> ChangeReport:
-    """Undo `configure`: the main file back byte for byte (or, if someone edited it since, only ccgpu's
-    `imports` entry removed), the drop-in, backup and intent file gone, containerd restarted."""
+    """`cleanup`'s work, under the lock."""
     paths = _Paths.of(main_config, dropin)
     restart = resolve_method(fs, restart)
     report = ChangeReport("cleanup", paths.main, paths.dropin)
@@ -467,7 +462,9 @@ def configure(
     containerd_version: str | None = None,
     runner: Runner = subprocess.run,
 ) -> ChangeReport:
-    """Make containerd serve the Kata runtime classes (idempotent; see `_configure`). Blocking: an asyncio
+    """Make containerd serve the Kata runtime classes; idempotent, validates everything before the first
+    write. `containerd_version` (the node's `containerRuntimeVersion`, optional) lets ccgpu refuse a
+    version-3 file that containerd 1.x would ignore and warn where containerd lacks CDI. Blocking: an asyncio
     agent calls it through `asyncio.to_thread`, since a restart can take up to `restart_options.timeout_s`."""
     with _exclusive(fs, main_config):
         return _configure(
@@ -493,7 +490,8 @@ def cleanup(
     restart_options: RestartOptions = DEFAULT_RESTART_OPTIONS,
     runner: Runner = subprocess.run,
 ) -> ChangeReport:
-    """Undo `configure` (see `_cleanup`); blocking, like `configure`."""
+    """Undo `configure`: the main file back byte for byte (or, if someone edited it since, only ccgpu's
+    `imports` entry removed), the drop-in, backup and intent file gone, containerd restarted. Blocking."""
     with _exclusive(fs, main_config):
         return _cleanup(
             fs,
