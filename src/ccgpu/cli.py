@@ -107,6 +107,36 @@ def agent_device_plugin(
 
 
 @app.command()
+def simulate(
+    profile: Annotated[str, typer.Option("--profile", "-p", help="Simulated host profile (ccgpu sim host --list-profiles).")] = "8xh100-snp",
+    json_output: Annotated[bool, typer.Option("--json", help="Print the doctor report as JSON.")] = False,
+) -> None:
+    """Build a simulated confidential GPU node and preflight it (the full cluster-in-a-box lands with issue 7)."""
+    import json
+    import tempfile
+
+    from rich.console import Console
+
+    from ccgpu.hw import doctor as doc
+    from ccgpu.hw.doctor_output import render_table, report_json
+    from ccgpu.sim import host as simhost
+    from ccgpu.sim.profiles import ProfileError
+
+    with tempfile.TemporaryDirectory(prefix="ccgpu-simulate-") as tmp:
+        try:
+            simhost.SimulatedHost.create(f"{tmp}/host", profile, gpu_driver="vfio-pci")
+        except (ProfileError, simhost.SimHostError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        report = doc.diagnose(f"{tmp}/host", doc.Workload.VM_PASSTHROUGH)
+    if json_output:
+        typer.echo(json.dumps(report_json(report), indent=2))
+    else:
+        render_table(report, Console())
+    raise typer.Exit(0 if report.ready else 1)
+
+
+@app.command()
 def doctor(
     root: Annotated[
         str, typer.Option("--root", help="Host root to inspect: / on the node, a host mount, a capture.")
