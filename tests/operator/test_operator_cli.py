@@ -8,7 +8,6 @@ import socket
 import subprocess
 
 import aiohttp
-from conftest import ccgpu_command, ccgpu_env
 from typer.testing import CliRunner
 
 from ccgpu.cli import app
@@ -16,6 +15,7 @@ from ccgpu.kube.client import make_async_client
 from ccgpu.operator import policy
 from ccgpu.operator.writer import ClusterPolicy, Node
 from ccgpu.sim.apiserver import ApiServer
+from tests.conftest import ccgpu_command, ccgpu_env
 
 runner = CliRunner()
 

@@ -49,17 +49,22 @@ class Sysfs:
         if ".." in pure.parts:
             raise PathEscapeError(f"path {text!r} contains '..'; Sysfs paths may not leave the root")
         candidate = self.root.joinpath(pure)
-        resolved = Path(os.path.realpath(candidate if follow else candidate.parent))
-        if resolved != self.root and self.root not in resolved.parents:
+        resolved = os.path.realpath(candidate if follow else candidate.parent)
+        if not self._inside(resolved):
             raise PathEscapeError(f"path {text!r} resolves to {resolved}, outside the root {self.root}")
         return candidate
 
+    def _inside(self, resolved: str) -> bool:
+        """Whether a resolved absolute path is the root or below it (string prefix: cheap on hot paths)."""
+        root = str(self.root)
+        return resolved == root or resolved.startswith(root if root.endswith("/") else root + "/")
+
     def relative(self, absolute: str | os.PathLike[str]) -> str:
         """Turn an absolute on-disk path under the root back into a root-relative path."""
-        resolved = Path(os.path.realpath(absolute))
-        if resolved != self.root and self.root not in resolved.parents:
+        resolved = os.path.realpath(absolute)
+        if not self._inside(resolved):
             raise PathEscapeError(f"{resolved} is outside the root {self.root}")
-        return str(resolved.relative_to(self.root))
+        return str(Path(resolved).relative_to(self.root))
 
     # --- reads -----------------------------------------------------------------------------------------
     def read(self, rel: str) -> str:
@@ -143,3 +148,22 @@ class Sysfs:
 
     def makedirs(self, rel: str) -> None:
         self.path(rel).mkdir(parents=True, exist_ok=True)
+
+
+SIMULATED_HOST_ENV = "CCGPU_SIMULATED_HOST"
+_SIMULATED_HOST_MARKER = ".sim/state.json"
+
+
+def open_host(root: str | os.PathLike[str] = "/") -> Sysfs:
+    """The `Sysfs` an agent should use for `root`.
+
+    Always a plain `Sysfs`, except when the cluster-in-a-box runs an agent as a subprocess: it sets
+    `CCGPU_SIMULATED_HOST=1` and points the agent at a simulated host tree, and then the simulator's `Sysfs`
+    (which applies the kernel's side effects) is loaded by name, so production code never imports ccgpu.sim
+    and a real host is never treated as simulated without both keys.
+    """
+    if os.environ.get(SIMULATED_HOST_ENV) == "1" and os.path.exists(os.path.join(root, _SIMULATED_HOST_MARKER)):
+        import importlib
+
+        return importlib.import_module("ccgpu.sim.host").SimSysfs(root)
+    return Sysfs(root)
