@@ -338,3 +338,49 @@ async def test_two_replicas_exactly_one_writes_and_the_other_takes_over(env):
     async def relabelled():
         return await env.deploy("vm-1") == CONTAINER_OPS
     await until(relabelled, what="the new leader to reconcile")
+
+
+async def test_a_daemonset_deleted_by_hand_is_recreated_and_kopf_leaves_no_marks(env):
+    await env.setup()
+    await env.client.create(_policy_obj(_spec()))
+    ctl = env.start()
+    await _converged(env, ctl)
+    await env.client.delete(DaemonSet, "nvidia-cc-manager", namespace=NS)
+
+    async def back():
+        return "nvidia-cc-manager" in await env.names(DaemonSet, NS)
+    await until(back, what="the DaemonSet to be recreated")
+    node = (await env.client.get(Node, "vm-1")).to_dict()["metadata"]
+    cp = (await env.client.get(ClusterPolicy, policy.SINGLETON_NAME)).to_dict()["metadata"]
+    for meta in (node, cp):
+        assert not [k for k in (meta.get("annotations") or {}) if "kopf" in k]
+        assert not meta.get("finalizers")
+
+
+async def test_node_watch_recovers_from_dropped_streams_and_410_gone(env):
+    from lightkube.types import PatchType
+
+    await env.setup()
+    await env.client.create(_policy_obj(_spec()))
+    ctl = env.start()
+    await _converged(env, ctl)
+    env.api.drop_watches()
+    env.api.compact()  # resuming from the last seen version now gets 410 Gone: the operator must relist
+    await env.client.patch(Node, "vm-2", {"metadata": {"labels": {L.WORKLOAD_CONFIG: "container"}}},
+                           patch_type=PatchType.MERGE)
+
+    async def relabelled():
+        return await env.deploy("vm-2") == CONTAINER_OPS
+    await until(relabelled, what="the change made after the 410 to be reconciled")
+
+
+async def test_deleting_a_gpu_node_updates_the_status_counts(env):
+    await env.setup()
+    await env.client.create(_policy_obj(_spec()))
+    ctl = env.start()
+    await _converged(env, ctl)
+    await env.client.delete(Node, "vm-2")
+
+    async def counted():
+        return (await env.status())["nodes"]["workloadConfigs"] == {"container": 1, "vm-passthrough": 1}
+    await until(counted, what="the status to count one vm-passthrough node")
