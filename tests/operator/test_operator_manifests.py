@@ -123,3 +123,30 @@ def test_bad_values_file_is_refused_with_what_was_wrong(tmp_path, content, messa
 def test_dockerfile_builds_one_image_with_the_ccgpu_entry_point():
     text = (REPO / "deploy" / "Dockerfile").read_text()
     assert "pip install" in text and "ccgpu" in text
+
+
+async def test_every_install_object_is_accepted_by_the_api_simulator():
+    """The generated CRD is served and the default ClusterPolicy passes its schema server-side."""
+    from lightkube import codecs
+    from lightkube.core.exceptions import ApiError
+
+    from ccgpu.kube.client import make_async_client
+    from ccgpu.operator.writer import ClusterPolicy
+    from ccgpu.sim.apiserver import ApiServer
+
+    not_in_simulator = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+    async with ApiServer() as api:
+        client = make_async_client(api.kubeconfig_dict())
+        try:
+            for doc in render(load_values()):
+                obj = ClusterPolicy.from_dict(doc) if doc["kind"] == "ClusterPolicy" else codecs.from_dict(doc)
+                if doc["kind"] in not_in_simulator:
+                    with pytest.raises(ApiError) as e:
+                        await client.create(obj)
+                    assert e.value.status.code == 404  # if the simulator learns this kind, drop it from the set
+                    continue
+                await client.create(obj)
+            made = await client.get(ClusterPolicy, policy.SINGLETON_NAME)
+            assert made.to_dict()["spec"]["sandboxWorkloads"]["mode"] == "kata"
+        finally:
+            await client.close()
