@@ -384,3 +384,14 @@ async def test_deleting_a_gpu_node_updates_the_status_counts(env):
     async def counted():
         return (await env.status())["nodes"]["workloadConfigs"] == {"container": 1, "vm-passthrough": 1}
     await until(counted, what="the status to count one vm-passthrough node")
+
+
+async def test_a_second_cluster_policy_is_ignored_and_the_first_stays_in_effect(env):
+    await env.setup()
+    await env.client.create(_policy_obj(_spec()))
+    await env.client.create(_policy_obj({"driver": {"enabled": False}}, name="another"))
+    ctl = env.start()
+    await _converged(env, ctl)
+    assert (await env.status("another"))["state"] == "ignored"
+    assert "cluster-policy" in (await env.status("another"))["conditions"][0]["message"]
+    assert "nvidia-driver-daemonset" in await env.names(DaemonSet, NS)
