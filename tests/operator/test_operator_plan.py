@@ -199,3 +199,9 @@ def test_relabelling_many_nodes_posts_one_summary_event_instead_of_one_per_node(
     few = P.reconcile(P.Snapshot(policies=[_policy()], nodes={"n1": dict(GPU)}), namespace="ccgpu", images=IMAGES,
                       now="t")
     assert [e.name for e in few.events if e.reason == "GPULabelsUpdated"] == ["n1"]
+
+
+def test_on_a_creation_time_tie_the_policy_named_cluster_policy_wins():
+    a = _policy("another", "2026-11-01T00:00:00Z", uid="uid-2")
+    b = _policy("cluster-policy", "2026-11-01T00:00:00Z")
+    assert P.in_effect([a, b]) is b

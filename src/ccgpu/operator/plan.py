@@ -23,7 +23,7 @@ from ccgpu.operator.desired import (
     desired_objects,
 )
 from ccgpu.operator.operands import enabled_operands
-from ccgpu.operator.policy import API_VERSION, KIND, PolicyError, inconsistencies, parse_spec
+from ccgpu.operator.policy import API_VERSION, KIND, SINGLETON_NAME, PolicyError, inconsistencies, parse_spec
 from ccgpu.operator.status import ignored_status, policy_status, summarize_nodes
 
 MAX_NODE_EVENTS = 20  # above this many relabelled nodes in one reconcile, one summary Event on the policy
@@ -80,11 +80,13 @@ def is_managed(obj: Mapping[str, Any]) -> bool:
 
 
 def in_effect(policies: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The singleton: the oldest ClusterPolicy (creationTimestamp, then name), ignoring ones being deleted."""
+    """The singleton: the oldest ClusterPolicy, ignoring ones being deleted. Timestamps have one-second
+    resolution, so on a tie `cluster-policy` wins, then the first name."""
     live = [p for p in policies if not p["metadata"].get("deletionTimestamp")]
     if not live:
         return None
-    return min(live, key=lambda p: (p["metadata"].get("creationTimestamp", ""), p["metadata"]["name"]))
+    return min(live, key=lambda p: (p["metadata"].get("creationTimestamp", ""),
+                                    p["metadata"]["name"] != SINGLETON_NAME, p["metadata"]["name"]))
 
 
 def diff_objects(
