@@ -82,7 +82,7 @@ class Env:
         holder: list[Controller] = []
         cfg = OperatorConfig(namespace=NS, image="ccgpu:test", nvidia_repository="nvidia.example", metrics_port=0,
                              kubeconfig_dict=self.kc, standalone=standalone, identity=identity, debounce_s=0.02,
-                             lease_duration_s=2, lease_renew_s=0.3)
+                             lease_duration_s=15, lease_renew_s=0.3)
         task = asyncio.create_task(run(cfg, stop, started=holder.append))
         self.running.append((stop, task, holder))
         return holder
@@ -328,8 +328,8 @@ async def test_two_replicas_exactly_one_writes_and_the_other_takes_over(env):
     assert not follower[0].elector.leader.is_set()
     assert follower[0].reconciles == 0
     assert env.api.metrics.count("create", "daemonsets", 409) == 0
-    await env.stop(leader)
-    await until(lambda: follower[0].elector.leader.is_set(), what="the follower to take over")
+    await env.stop(leader)  # a clean stop hands the Lease back: no wait for it to expire
+    await until(lambda: follower[0].elector.leader.is_set(), timeout=1.5, what="the follower to take over")
     from lightkube.types import PatchType
 
     await env.client.patch(Node, "vm-1", {"metadata": {"labels": {L.WORKLOAD_CONFIG: "container"}}},
@@ -395,3 +395,23 @@ async def test_a_second_cluster_policy_is_ignored_and_the_first_stays_in_effect(
     assert (await env.status("another"))["state"] == "ignored"
     assert "cluster-policy" in (await env.status("another"))["conditions"][0]["message"]
     assert "nvidia-driver-daemonset" in await env.names(DaemonSet, NS)
+
+
+async def test_lease_passes_to_another_replica_only_after_the_holder_stops_renewing(env):
+    """A crashed leader never releases its Lease; the other replica takes it once it has expired."""
+    import datetime as dt
+
+    from lightkube.resources.core_v1 import Namespace
+
+    from ccgpu.operator.leader import LeaseElector
+
+    await env.client.create(Namespace.from_dict({"metadata": {"name": NS}}))
+    now = [dt.datetime(2026, 11, 26, 15, 0, tzinfo=dt.UTC)]
+    a = LeaseElector(env.client, NS, "lease", "op-a", duration_s=15, clock=lambda: now[0])
+    b = LeaseElector(env.client, NS, "lease", "op-b", duration_s=15, clock=lambda: now[0])
+    assert await a.try_once() and not await b.try_once()
+    now[0] += dt.timedelta(seconds=10)
+    assert await a.try_once() and not await b.try_once()  # renewed: still a's
+    now[0] += dt.timedelta(seconds=16)  # a crashed: no renewals
+    assert await b.try_once()
+    assert not await a.try_once()  # a comes back and finds b holding it
