@@ -92,7 +92,9 @@ def encrypt(
     """Encrypt to the TEE key; returns the flattened JSON JWE. The underscored arguments pin bytes in tests."""
     peer = load_public_jwk(recipient)
     epk = _epk or ec.generate_private_key(peer.curve)
-    protected = {"alg": ALG, "enc": ENC, "epk": public_jwk(epk.public_key(), alg=None)}
+    epk_jwk = public_jwk(epk.public_key(), alg=None)
+    # Member order as the reference shows Trustee's header: epk {crv, kty, x, y}.
+    protected = {"alg": ALG, "enc": ENC, "epk": {k: epk_jwk[k] for k in ("crv", "kty", "x", "y")}}
     protected_b64 = b64u(json.dumps(protected, separators=(",", ":")).encode())
     kek = _kek(epk.exchange(ec.ECDH(), peer))
     cek = _cek or os.urandom(32)
