@@ -1,0 +1,90 @@
+"""Production attesters: the parts that do not need SNP hardware or NVML (layouts, interface selection)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import struct
+
+import pytest
+
+from ccgpu.attest.attester import (
+    SNP_GET_REPORT,
+    AttesterError,
+    NvmlGpuAttester,
+    SnpAttester,
+    snp_evidence_json,
+    snp_report_from_response,
+    snp_report_request,
+)
+from ccgpu.hw.sysfs import Sysfs
+
+
+def test_snp_get_report_ioctl_number_is_iowr_s_0_with_the_32_byte_argument():
+    assert SNP_GET_REPORT == 0xC0205300
+
+
+def test_report_request_pads_report_data_and_sets_vmpl():
+    req = snp_report_request(b"\x01" * 48, vmpl=0)
+    assert len(req) == 96 and req[:48] == b"\x01" * 48 and req[48:64] == bytes(16)
+    assert struct.unpack_from("<I", req, 64) == (0,)
+    with pytest.raises(AttesterError, match="at most 64"):
+        snp_report_request(bytes(65))
+
+
+def test_report_is_taken_from_offset_32_of_the_response_and_firmware_errors_are_named():
+    report = bytes(range(256)) * 4 + bytes(160)
+    resp = struct.pack("<II", 0, 1184) + bytes(24) + report + bytes(4000 - 32 - 1184)
+    assert snp_report_from_response(resp) == report
+    with pytest.raises(AttesterError, match="status 0x16"):
+        snp_report_from_response(struct.pack("<II", 0x16, 0) + bytes(3992))
+
+
+def test_snp_evidence_carries_the_report_and_the_vcek_as_trustee_cert_chain_entries():
+    ev = snp_evidence_json(b"\x02" * 1184, b"\x30\x82")
+    assert base64.b64decode(ev["attestation_report"]) == b"\x02" * 1184
+    assert ev["cert_chain"] == [{"cert_type": "VCEK", "data": [0x30, 0x82]}]
+
+
+def test_configfs_tsm_report_is_read_from_outblob(tmp_path):
+    """configfs-tsm: a directory per request; the fake kernel is a pre-created entry the attester fills."""
+    root = Sysfs(tmp_path)
+    base = tmp_path / "sys/kernel/config/tsm/report"
+    base.mkdir(parents=True)
+    real_mkdir, real_rmdir = os.mkdir, os.rmdir
+
+    def kernel_mkdir(path, *a, **kw):
+        real_mkdir(path, *a, **kw)
+        (path / "provider").write_text("sev_guest\n")
+        (path / "inblob").write_bytes(b"")
+        (path / "outblob").write_bytes(b"\x05" * 1184)
+
+    def kernel_rmdir(path):
+        for f in path.iterdir():
+            f.unlink()
+        real_rmdir(path)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(os, "mkdir", kernel_mkdir)
+    mp.setattr(os, "rmdir", kernel_rmdir)
+    try:
+        ev = SnpAttester(root).evidence(b"\xaa" * 48)
+    finally:
+        mp.undo()
+    assert base64.b64decode(ev["attestation_report"]) == b"\x05" * 1184
+    assert list(base.iterdir()) == []
+
+
+def test_guest_without_snp_interfaces_gets_a_clear_error(tmp_path):
+    with pytest.raises(AttesterError, match="neither .*configfs-tsm.* nor .*sev-guest"):
+        SnpAttester(Sysfs(tmp_path)).evidence(bytes(64))
+
+
+def test_gpu_attester_without_nvml_bindings_says_what_to_install():
+    try:
+        import pynvml  # noqa: F401
+    except ImportError:
+        with pytest.raises(AttesterError, match="nvidia-ml-py"):
+            NvmlGpuAttester().evidence(bytes(32))
+    else:
+        pytest.skip("nvidia-ml-py is installed here")
