@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +44,8 @@ class Kbs:
 async def kbs(tmp_path: Path):
     snp, gpu, clock = FakeSnp(), FakeGpu(), Clock()
     rvps = ReferenceValueStore(tmp_path / "rvps.json", clock=clock)
-    for name, values in REFERENCE_VALUES.items():
-        rvps.set(name, values)
+    payload = base64.b64encode(json.dumps(REFERENCE_VALUES).encode()).decode()
+    rvps.ingest({"version": "0.1.0", "type": "sample", "payload": payload})
     appraiser = Appraiser(
         verifiers={"snp": FakeSnpVerifier(snp.key.public_key()), "nvidia": FakeGpuVerifier(gpu.key.public_key())},
         policies=PolicyStore(tmp_path / "policies"),
