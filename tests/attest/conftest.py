@@ -1,62 +1,64 @@
-"""Fixtures for the KBS tests: a KBS on loopback with fake SNP/GPU verifiers and reference values installed."""
+"""Attestation fixtures: the real vectors from shared/vectors and simulated evidence sources (made once)."""
 
 from __future__ import annotations
 
-import base64
-import json
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from kbs_fakes import REFERENCE_VALUES, FakeGpu, FakeGpuVerifier, FakeSnp, FakeSnpVerifier
 
-from ccgpu.attest.appraisal import Appraiser
-from ccgpu.attest.ear import TokenSigner
-from ccgpu.attest.kbs import KbsServer, ResourceStore, serve
-from ccgpu.attest.policy import PolicyStore
-from ccgpu.attest.rvps import ReferenceValueStore
+from ccgpu.sim.tee import SimulatedGpu, SimulatedSnpPlatform
 
-ADMIN_TOKEN = "test-admin-token-0123456789"
-SECRET = b"model-decryption-key-\x00\x01\x02"
+REAL_GPU_NONCE = bytes.fromhex("931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb")
+REAL_GPU_UUID = "1111-2222-33333-444444-555555"  # the uuid Trustee's claims file carries
 
 
-class Clock:
-    """A clock tests move by hand, so session and token expiry need no sleeping."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
+@dataclass(frozen=True)
+class SnpVector:
+    report: bytes
+    vcek: bytes
+    milan_chain: bytes
+    genoa_chain: bytes
 
 
-@dataclass
-class Kbs:
-    url: str
-    server: KbsServer
-    snp: FakeSnp
-    gpu: FakeGpu
-    clock: Clock
+@dataclass(frozen=True)
+class GpuVector:
+    evidence: bytes
+    chain: bytes
+    root: bytes
+    claims_text: str
 
 
-@pytest.fixture
-async def kbs(tmp_path: Path):
-    snp, gpu, clock = FakeSnp(), FakeGpu(), Clock()
-    rvps = ReferenceValueStore(tmp_path / "rvps.json", clock=clock)
-    payload = base64.b64encode(json.dumps(REFERENCE_VALUES).encode()).decode()
-    rvps.ingest({"version": "0.1.0", "type": "sample", "payload": payload})
-    appraiser = Appraiser(
-        verifiers={"snp": FakeSnpVerifier(snp.key.public_key()), "nvidia": FakeGpuVerifier(gpu.key.public_key())},
-        policies=PolicyStore(tmp_path / "policies"),
-        reference_values=rvps,
-        signer=TokenSigner(clock=clock),
+@pytest.fixture(scope="session")
+def snp_vector(shared) -> SnpVector:
+    d = shared / "vectors" / "snp"
+    return SnpVector(
+        report=(d / "test-report.bin").read_bytes(),
+        vcek=(d / "test-vcek.der").read_bytes(),
+        milan_chain=(d / "milan_ask_ark_asvk.pem").read_bytes(),
+        genoa_chain=(d / "genoa_ask_ark_asvk.pem").read_bytes(),
     )
-    server = KbsServer(appraiser, ResourceStore(tmp_path / "resources"), admin_token=ADMIN_TOKEN, clock=clock)
-    server.resources.put("default", "key", "model", SECRET)
-    runner = await serve(server, "127.0.0.1", 0)
-    port = runner.addresses[0][1]
-    try:
-        yield Kbs(f"http://127.0.0.1:{port}", server, snp, gpu, clock)
-    finally:
-        await runner.cleanup()
+
+
+@pytest.fixture(scope="session")
+def gpu_vector(shared) -> GpuVector:
+    d = shared / "vectors" / "nvidia"
+    return GpuVector(
+        evidence=bytes.fromhex((d / "hopperAttestationReport.txt").read_text().strip()),
+        chain=(d / "hopper_cert_chain_case1.txt").read_bytes(),
+        root=(d / "verifier_device_root.pem").read_bytes(),
+        claims_text=(d / "hopperAttestationReport-claims.txt").read_text(),
+    )
+
+
+@pytest.fixture(scope="session")
+def milan() -> SimulatedSnpPlatform:
+    return SimulatedSnpPlatform()
+
+
+@pytest.fixture(scope="session")
+def sim_gpu() -> SimulatedGpu:
+    return SimulatedGpu(uuid="GPU-11111111-2222-3333-4444-555555555555")
+
+
+# The KBS tests' loopback fixture (kept in its own module so the two halves of the attest tests merge cleanly).
+from kbs_fixtures import kbs  # noqa: E402, F401

@@ -14,7 +14,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ccgpu.attest.appraisal import VerificationError
+from ccgpu.attest.errors import VerificationError
 
 MEASUREMENT = "ab" * 48
 GPU_MEASUREMENTS = {"0": "11" * 48, "1": "22" * 48, "2": "33" * 48}
@@ -29,12 +29,12 @@ def _sign(key: ec.EllipticCurvePrivateKey, body: dict[str, Any]) -> dict[str, st
 
 def _open(key: ec.EllipticCurvePublicKey, evidence: Any) -> dict[str, Any]:
     if not isinstance(evidence, dict) or not isinstance(evidence.get("body"), str):
-        raise VerificationError("evidence is not a signed body")
+        raise VerificationError("fake.format", "evidence is not a signed body")
     raw = base64.b64decode(evidence["body"])
     try:
         key.verify(base64.b64decode(evidence.get("signature", "")), raw, ec.ECDSA(hashes.SHA384()))
     except InvalidSignature as e:
-        raise VerificationError("signature check failed") from e
+        raise VerificationError("fake.signature", "signature check failed") from e
     return json.loads(raw)
 
 
@@ -79,10 +79,10 @@ class FakeSnpVerifier:
     def verify(self, evidence: Any, *, expected_binding: bytes, init_data_digest: bytes | None) -> dict[str, Any]:
         claims = _open(self.key, evidence)
         if bytes.fromhex(claims.pop("report_data")) != expected_binding:
-            raise VerificationError("report_data does not match the expected runtime data hash")
+            raise VerificationError("fake.report_data", "report_data does not match the expected runtime data hash")
         host_data = bytes.fromhex(claims.pop("host_data"))
         if init_data_digest is not None and host_data != init_data_digest:
-            raise VerificationError("host_data does not match the init-data digest")
+            raise VerificationError("fake.host_data", "host_data does not match the init-data digest")
         claims["report_data"] = expected_binding.hex()
         return claims
 
@@ -113,7 +113,7 @@ class FakeGpuVerifier:
         for device in evidence["device_evidence_list"]:
             claims = _open(self.key, device)
             if bytes.fromhex(claims["nonce"]) != expected_binding:
-                raise VerificationError("SPDM nonce does not match the expected GPU nonce")
+                raise VerificationError("fake.nonce", "SPDM nonce does not match the expected GPU nonce")
             out.append({
                 "arch": device["arch"], "uuid": device["uuid"], "measurements": claims["measurements"],
                 "config": claims["config"],

@@ -7,7 +7,7 @@ import json
 
 import aiohttp
 import pytest
-from conftest import ADMIN_TOKEN, SECRET, Kbs
+from kbs_fixtures import ADMIN_TOKEN, SECRET, Kbs
 
 from ccgpu.attest.client import KbsClient, KbsClientError
 from ccgpu.attest.policy import PolicyError, PolicyStore

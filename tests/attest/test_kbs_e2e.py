@@ -7,10 +7,10 @@ import json
 
 import aiohttp
 import pytest
-from conftest import SECRET, Kbs
 from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc import jwt
 from joserfc.jwk import ECKey
+from kbs_fixtures import SECRET, Kbs
 
 from ccgpu.attest import ear, protocol
 from ccgpu.attest.client import KbsClient, KbsClientError, build_attestation

@@ -10,10 +10,10 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from conftest import ADMIN_TOKEN
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kbs_fakes import FakeGpu, FakeGpuVerifier, FakeSnp, FakeSnpVerifier
+from kbs_fixtures import ADMIN_TOKEN
 
 from ccgpu.attest.appraisal import Appraiser
 from ccgpu.attest.kbs import KbsServer, ResourceStore, serve

@@ -3,7 +3,7 @@ attestation.md §2.1: NVIDIA's guest sets ready at boot, via NVRC nvrc.smi.srs=1
 
 from __future__ import annotations
 
-from conftest import Kbs
+from kbs_fixtures import Kbs
 
 from ccgpu.attest.client import KbsClient
 from ccgpu.attest.ready_gate import FileReadyState, judge, run_ready_gate

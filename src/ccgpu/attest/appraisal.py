@@ -15,15 +15,12 @@ from typing import Any, Protocol
 
 from ccgpu.attest import protocol
 from ccgpu.attest.ear import Submod, TokenSigner
+from ccgpu.attest.errors import VerificationError
 from ccgpu.attest.jwe import JweError, load_public_jwk
 from ccgpu.attest.policy import PolicyError, PolicyStore
 from ccgpu.attest.rvps import ReferenceValueStore
 
 HOST_DATA_LEN = 32
-
-
-class VerificationError(Exception):
-    """Evidence that failed a check; the message names the check."""
 
 
 class Verifier(Protocol):
