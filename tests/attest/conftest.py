@@ -61,4 +61,4 @@ def sim_gpu() -> SimulatedGpu:
 
 
 # The KBS tests' loopback fixture (kept in its own module so the two halves of the attest tests merge cleanly).
-from kbs_fixtures import kbs  # noqa: E402, F401
+from kbs_fixtures import kbs, sim_guest, sim_kbs  # noqa: E402, F401

@@ -9,7 +9,7 @@ import rego.v1
 default hardware := 97
 
 hardware := 2 if {
-	input.nvidia.arch in {"HOPPER", "BLACKWELL"}
+	upper(input.nvidia.arch) in {"HOPPER", "BLACKWELL"}
 	input.nvidia["x-nvidia-gpu-attestation-report-signature-verified"] == true
 	input.nvidia["x-nvidia-gpu-attestation-report-cert-chain-fwid-match"] == true
 	input.nvidia["x-nvidia-gpu-attestation-report-nonce-match"] == true

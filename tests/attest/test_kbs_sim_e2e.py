@@ -1,0 +1,124 @@
+"""End to end through the production verifiers: simulated SNP + H100 evidence (ccgpu.sim.tee), the guest
+client, the KBS on loopback. Each refusal is checked for its status, its reason and that no secret left."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+
+import aiohttp
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from kbs_fixtures import SECRET, SimKbs
+
+from ccgpu.attest import ear, protocol
+from ccgpu.attest.client import KbsClient, KbsClientError, build_attestation
+from ccgpu.attest.jwe import public_jwk
+from ccgpu.attest.snp import GuestPolicy
+
+URI = "kbs:///default/key/model"
+
+
+async def _refusal(sim_kbs: SimKbs, cpu, devices) -> KbsClientError:
+    async with KbsClient(sim_kbs.url, cpu, devices) as client:
+        with pytest.raises(KbsClientError) as err:
+            await client.get_resource(URI)
+    return err.value
+
+
+async def test_simulated_guest_gets_the_secret_through_the_real_verifiers(sim_kbs: SimKbs):
+    guest = sim_kbs.guest
+    async with KbsClient(sim_kbs.url, guest.cpu, [guest.gpu]) as client:
+        assert await client.get_resource(URI) == SECRET
+        claims = ear.verify(client.token, sim_kbs.server.trusted_token_keys, now=sim_kbs.clock())
+    cpu0, gpu0 = claims["submods"]["cpu0"], claims["submods"]["gpu0"]
+    assert cpu0["ear.status"] == gpu0["ear.status"] == "affirming"
+    assert cpu0["ear.veraison.annotated-evidence"]["snp"]["measurement"] == guest.cpu.measurement.hex()
+    assert gpu0["ear.veraison.annotated-evidence"]["nvidia"]["uuid"] == guest.gpu.gpus[0].uuid
+
+
+async def test_debug_policy_guest_is_refused_the_secret(sim_kbs: SimKbs):
+    debug_cpu = dataclasses.replace(sim_kbs.guest.cpu, policy=GuestPolicy.build(debug_allowed=True))
+    err = await _refusal(sim_kbs, debug_cpu, [sim_kbs.guest.gpu])
+    assert (err.status, err.kind) == (401, "PolicyDeny") and "'cpu0': 'warning'" in err.detail
+
+
+async def test_gpu_measurement_outside_reference_values_is_refused_the_secret(sim_kbs: SimKbs, monkeypatch):
+    gpu = sim_kbs.guest.gpu.gpus[0]
+    monkeypatch.setitem(gpu.measurements, 7, bytes(48))
+    err = await _refusal(sim_kbs, sim_kbs.guest.cpu, [sim_kbs.guest.gpu])
+    assert (err.status, err.kind) == (401, "PolicyDeny") and "'gpu0': 'warning'" in err.detail
+
+
+async def test_report_data_not_binding_the_tee_key_is_refused(sim_kbs: SimKbs):
+    """Genuine evidence whose report_data binds another TEE key than the one the secret would be wrapped to."""
+    mine, theirs = (public_jwk(ec.generate_private_key(ec.SECP256R1()).public_key()) for _ in range(2))
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.post(f"{sim_kbs.url}/kbs/v0/auth", json={"version": "0.4.0", "tee": "snp"}) as r:
+            challenge = protocol.Challenge.model_validate(await r.json())
+        evidence = sim_kbs.guest.cpu.evidence(protocol.report_data(challenge.nonce, theirs))
+        attestation = protocol.Attestation(
+            runtime_data=protocol.RuntimeData(nonce=challenge.nonce, tee_pubkey=mine),
+            tee_evidence=protocol.TeeEvidence(primary_evidence=evidence),
+        )
+        async with http.post(f"{sim_kbs.url}/kbs/v0/attest", json=attestation.to_wire()) as r:
+            body = await r.json()
+            assert r.status == 401 and body["type"].endswith("/AttestationFailed")
+        async with http.get(f"{sim_kbs.url}/kbs/v0/resource/default/key/model") as r:
+            assert r.status == 401
+    assert "report_data" in body["detail"]
+
+
+async def test_replayed_real_evidence_is_refused_in_a_new_session(sim_kbs: SimKbs):
+    guest = sim_kbs.guest
+    key = public_jwk(ec.generate_private_key(ec.SECP256R1()).public_key())
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async def auth() -> protocol.Challenge:
+            async with http.post(f"{sim_kbs.url}/kbs/v0/auth", json={"version": "0.4.0", "tee": "snp"}) as r:
+                return protocol.Challenge.model_validate(await r.json())
+
+        first = build_attestation(await auth(), key, guest.cpu, [guest.gpu]).attestation
+        second = await auth()  # a new session; the old evidence is replayed with the new nonce
+        replay = first.model_copy(update={"runtime_data": protocol.RuntimeData(nonce=second.nonce, tee_pubkey=key)})
+        async with http.post(f"{sim_kbs.url}/kbs/v0/attest", json=replay.to_wire()) as r:
+            body = await r.json()
+            assert r.status == 401 and body["type"].endswith("/AttestationFailed")
+        async with http.get(f"{sim_kbs.url}/kbs/v0/resource/default/key/model") as r:
+            assert r.status == 401
+    assert "report_data" in body["detail"] or "nonce" in body["detail"]
+
+
+async def test_gpu_evidence_for_another_nonce_is_refused_naming_the_check(sim_kbs: SimKbs):
+    class StaleGpu:
+        name = "nvidia"
+
+        def evidence(self, nonce: bytes):
+            return sim_kbs.guest.gpu.evidence(bytes(32))
+
+    err = await _refusal(sim_kbs, sim_kbs.guest.cpu, [StaleGpu()])
+    assert (err.status, err.kind) == (401, "AttestationFailed") and "nonce" in err.detail
+
+
+async def test_one_flipped_bit_in_the_snp_report_in_transit_is_refused(sim_kbs: SimKbs):
+    class Flipping:
+        tee = "snp"
+
+        def evidence(self, report_data: bytes):
+            ev = sim_kbs.guest.cpu.evidence(report_data)
+            raw = bytearray(base64.b64decode(ev["attestation_report"]))
+            raw[0x90] ^= 0x01  # one bit of the launch measurement
+            return {**ev, "attestation_report": base64.b64encode(bytes(raw)).decode()}
+
+    err = await _refusal(sim_kbs, Flipping(), [sim_kbs.guest.gpu])
+    assert (err.status, err.kind) == (401, "AttestationFailed") and "signature" in err.detail
+
+
+async def test_evidence_without_a_vcek_is_refused_naming_what_is_missing(sim_kbs: SimKbs):
+    class NoVcek:
+        tee = "snp"
+
+        def evidence(self, report_data: bytes):
+            return {**sim_kbs.guest.cpu.evidence(report_data), "cert_chain": None}
+
+    err = await _refusal(sim_kbs, NoVcek(), [])
+    assert err.kind == "AttestationFailed" and "no VCEK" in err.detail
