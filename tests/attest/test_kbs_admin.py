@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 
 import aiohttp
 import pytest
@@ -130,3 +131,15 @@ def test_policy_that_sets_no_trust_claim_cannot_issue_a_token():
     store.set_attestation_policy("default_cpu", "package policy\nimport rego.v1\ntrust_claims := {}\n")
     with pytest.raises(PolicyError, match="set no trust claims"):
         store.trust_vector("default_cpu", {"snp": {}}, {})
+
+
+async def test_admin_tokens_right_or_wrong_never_reach_the_logs(kbs: Kbs, caplog):
+    caplog.set_level(logging.DEBUG)
+    wrong = "wrong-token-that-an-attacker-guessed"
+    async with aiohttp.ClientSession() as http:
+        for token in (ADMIN_TOKEN, wrong):
+            async with http.post(f"{kbs.url}/kbs/v0/resource/default/key/logged", data=b"x",
+                                 headers={"Authorization": f"Bearer {token}"}):
+                pass
+    assert "default/key/logged" in caplog.text  # the requests were logged...
+    assert ADMIN_TOKEN not in caplog.text and wrong not in caplog.text  # ...their tokens were not

@@ -122,3 +122,22 @@ async def test_evidence_without_a_vcek_is_refused_naming_what_is_missing(sim_kbs
 
     err = await _refusal(sim_kbs, NoVcek(), [])
     assert err.kind == "AttestationFailed" and "no VCEK" in err.detail
+
+
+def test_saved_simulated_guest_loads_with_the_same_identity(tmp_path, sim_guest):
+    """The CLI's KBS and guest run in two processes; both must see one simulated identity."""
+    from ccgpu.sim.guest import load_guest, save_guest
+
+    save_guest(sim_guest, tmp_path)
+    loaded = load_guest(tmp_path)
+    assert loaded.reference_values() == sim_guest.reference_values()
+    assert loaded.cpu.platform.chain_pem == sim_guest.cpu.platform.chain_pem
+    assert loaded.gpu.gpus[0].cert_chain_pem == sim_guest.gpu.gpus[0].cert_chain_pem
+    report_data = bytes(range(64))
+    claims = sim_guest.verifiers()["snp"].verify(loaded.cpu.evidence(report_data), expected_binding=report_data,
+                                                 init_data_digest=None)
+    assert claims["measurement"] == sim_guest.cpu.measurement.hex()
+    nonce = bytes(range(32))
+    [gpu] = sim_guest.verifiers()["nvidia"].verify(loaded.gpu.evidence(nonce), expected_binding=nonce,
+                                                   init_data_digest=None)
+    assert gpu["x-nvidia-gpu-attestation-report-signature-verified"] is True
