@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import struct
 
@@ -17,6 +16,7 @@ from ccgpu.attest.attester import (
     snp_report_from_response,
     snp_report_request,
 )
+from ccgpu.attest.sev_serde import from_serde
 from ccgpu.hw.sysfs import Sysfs
 
 
@@ -40,15 +40,20 @@ def test_report_is_taken_from_offset_32_of_the_response_and_firmware_errors_are_
         snp_report_from_response(struct.pack("<II", 0x16, 0) + bytes(3992))
 
 
-def test_snp_evidence_carries_the_report_and_the_vcek_as_trustee_cert_chain_entries():
-    ev = snp_evidence_json(b"\x02" * 1184, b"\x30\x82")
-    assert base64.b64decode(ev["attestation_report"]) == b"\x02" * 1184
+def test_snp_evidence_carries_the_report_in_serde_form_and_the_vcek_as_a_cert_chain_entry(shared):
+    report = (shared / "vectors" / "snp" / "test-report.bin").read_bytes()
+    ev = snp_evidence_json(report, b"\x30\x82")
+    assert from_serde(ev["attestation_report"]) == report
+    assert ev["attestation_report"]["signature"]["r"] == list(report[0x2A0:0x2E8])
     assert ev["cert_chain"] == [{"cert_type": "VCEK", "data": [0x30, 0x82]}]
 
 
-def test_configfs_tsm_report_is_read_from_outblob(tmp_path):
+def test_configfs_tsm_report_is_read_from_outblob(tmp_path, shared):
     """configfs-tsm: a directory per request; the fake kernel is a pre-created entry the attester fills."""
     root = Sysfs(tmp_path)
+    report = bytearray((shared / "vectors" / "snp" / "test-report.bin").read_bytes())
+    report[0x90:0xC0] = b"\x05" * 48
+    report = bytes(report)
     base = tmp_path / "sys/kernel/config/tsm/report"
     base.mkdir(parents=True)
     real_mkdir, real_rmdir = os.mkdir, os.rmdir
@@ -57,7 +62,7 @@ def test_configfs_tsm_report_is_read_from_outblob(tmp_path):
         real_mkdir(path, *a, **kw)
         (path / "provider").write_text("sev_guest\n")
         (path / "inblob").write_bytes(b"")
-        (path / "outblob").write_bytes(b"\x05" * 1184)
+        (path / "outblob").write_bytes(report)
 
     def kernel_rmdir(path):
         for f in path.iterdir():
@@ -71,7 +76,7 @@ def test_configfs_tsm_report_is_read_from_outblob(tmp_path):
         ev = SnpAttester(root).evidence(b"\xaa" * 48)
     finally:
         mp.undo()
-    assert base64.b64decode(ev["attestation_report"]) == b"\x05" * 1184
+    assert ev["attestation_report"]["measurement"] == [5] * 48
     assert list(base.iterdir()) == []
 
 

@@ -9,6 +9,7 @@ import hashlib
 import json
 import struct
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
@@ -151,3 +152,34 @@ def test_ear_status_is_the_most_severe_tier_in_the_vector():
     assert ear.status_of({"hardware": 97, "configuration": 36}) == "contraindicated"
     assert (ear.tier(31), ear.tier(32), ear.tier(95), ear.tier(96)) == ("affirming", "warning", "warning",
                                                                         "contraindicated")
+
+
+def test_trustee_snp_report_verifies_in_the_sev_serde_form_the_guest_sends(shared):
+    """Trustee's Milan test report, as its attestation-agent would send it (sev crate serde JSON), through the
+    KBS's snp verifier against the VCEK in cert_chain and AMD's built-in Milan ASK/ARK."""
+    from ccgpu.attest.sev_serde import to_serde
+    from ccgpu.attest.verifiers import SnpVerifier
+
+    d = shared / "vectors" / "snp"
+    report, vcek = (d / "test-report.bin").read_bytes(), (d / "test-vcek.der").read_bytes()
+    evidence = {"attestation_report": to_serde(report), "cert_chain": [{"cert_type": "VCEK", "data": list(vcek)}]}
+    claims = SnpVerifier().verify(evidence, expected_binding=report[0x50:0x90], init_data_digest=None)
+    assert claims["report_data"] == report[0x50:0x90].hex() and claims["generation"] == "Milan"
+    # The same report as base64 of the raw bytes is accepted too.
+    raw_form = {**evidence, "attestation_report": base64.b64encode(report).decode()}
+    assert SnpVerifier().verify(raw_form, expected_binding=report[0x50:0x90], init_data_digest=None) == claims
+
+
+def test_serde_report_with_a_field_changed_fails_the_signature_check(shared):
+    from ccgpu.attest.errors import VerificationError
+    from ccgpu.attest.sev_serde import to_serde
+    from ccgpu.attest.verifiers import SnpVerifier
+
+    d = shared / "vectors" / "snp"
+    report, vcek = (d / "test-report.bin").read_bytes(), (d / "test-vcek.der").read_bytes()
+    serde = to_serde(report)
+    serde["guest_svn"] += 1
+    evidence = {"attestation_report": serde, "cert_chain": [{"cert_type": "VCEK", "data": list(vcek)}]}
+    with pytest.raises(VerificationError) as err:
+        SnpVerifier().verify(evidence, expected_binding=report[0x50:0x90], init_data_digest=None)
+    assert err.value.check == "snp.signature"

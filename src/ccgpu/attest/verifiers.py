@@ -1,9 +1,8 @@
 """The KBS's verifiers for Trustee-shaped evidence: `snp` (primary) and `nvidia` (additional devices), adapters
 from the wire JSON to `verify_snp_evidence` / `verify_gpu_evidence`.
 
-Wire shapes: snp `{"attestation_report": <1184-byte report, base64 or hex>, "cert_chain": [{"cert_type":
-"VCEK"|"VLEK"|..., "data": [DER bytes]}] | null}` (Trustee sends the sev crate's serde object for the report; the
-raw form is what ccgpu's attester sends); nvidia `{"device_evidence_list": [{"arch", "uuid", "evidence": base64
+Wire shapes: snp `{"attestation_report": <the sev crate's serde object, or the 1184 raw bytes as base64/hex>,
+"cert_chain": [{"cert_type": "VCEK"|"VLEK"|..., "data": [DER bytes]}] | null}`; nvidia `{"device_evidence_list": [{"arch", "uuid", "evidence": base64
 or hex SPDM, "certificate": base64 PEM chain}]}` as the attestation-agent sends it. Only VCEK/VLEK are taken
 from the evidence: the AMD and NVIDIA roots the chains must reach are the verifier's own.
 """
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ccgpu.attest import sev_serde
 from ccgpu.attest.errors import EvidenceFormatError, VerificationError
 from ccgpu.attest.verify_gpu import verify_gpu_evidence
 from ccgpu.attest.verify_snp import verify_snp_evidence
@@ -56,7 +56,11 @@ class SnpVerifier:
     def verify(self, evidence: Any, *, expected_binding: bytes, init_data_digest: bytes | None) -> dict[str, Any]:
         if not isinstance(evidence, dict) or "attestation_report" not in evidence:
             raise EvidenceFormatError("snp.format", 'snp evidence must be {"attestation_report", "cert_chain"}')
-        report = decode_blob(evidence["attestation_report"], "snp.attestation_report")
+        report_field = evidence["attestation_report"]
+        if isinstance(report_field, dict):
+            report = sev_serde.from_serde(report_field)
+        else:
+            report = decode_blob(report_field, "snp.attestation_report")
         vcek, vlek = self._endorsement(evidence.get("cert_chain"))
         return verify_snp_evidence(
             report,
