@@ -231,3 +231,40 @@ async def test_init_data_must_match_host_data(kbs: Kbs):
         with pytest.raises(KbsClientError) as err:
             await client.attest()
     assert err.value.status == 401 and "host_data" in err.value.detail
+
+
+async def test_unsigned_alg_none_token_is_refused(kbs: Kbs):
+    """The classic JWT downgrade: header alg none, the trusted key embedded as jwk, no signature."""
+    header = {"alg": "none", "jwk": kbs.server.appraiser.signer.public_jwk}
+    claims = {"eat_profile": ear.EAT_PROFILE, "exp": int(kbs.clock()) + 300, "submods": {}}
+    token = f"{b64u(json.dumps(header).encode())}.{b64u(json.dumps(claims).encode())}."
+    async with aiohttp.ClientSession() as http, http.get(
+        f"{kbs.url}/kbs/v0/resource/default/key/model", headers={"Authorization": f"Bearer {token}"}
+    ) as r:
+        status, kind, detail = await _problem(r)
+    assert (status, kind) == (401, "TokenInvalid") and "ES256" in detail
+
+
+async def test_metrics_count_tokens_refusals_and_releases(kbs: Kbs):
+    async with KbsClient(kbs.url, kbs.snp, [kbs.gpu]) as client:
+        await client.get_resource(URI)
+    kbs.snp.report_data_override = bytes(64)
+    async with KbsClient(kbs.url, kbs.snp, [kbs.gpu]) as client:
+        with pytest.raises(KbsClientError):
+            await client.attest()
+    async with aiohttp.ClientSession() as http, http.get(f"{kbs.url}/metrics") as r:
+        text = await r.text()
+    assert 'kbs_attestations_total{outcome="token"} 1.0' in text
+    assert 'kbs_attestations_total{outcome="refused"} 1.0' in text
+    assert 'kbs_resource_requests_total{outcome="released"} 1.0' in text
+
+
+async def test_auth_flood_is_bounded_by_evicting_the_oldest_sessions(kbs: Kbs, monkeypatch):
+    from ccgpu.attest import kbs as kbs_module
+
+    monkeypatch.setattr(kbs_module, "MAX_SESSIONS", 5)
+    async with aiohttp.ClientSession() as http:
+        for _ in range(12):
+            async with http.post(f"{kbs.url}/kbs/v0/auth", json={"version": "0.4.0", "tee": "snp"}) as r:
+                assert r.status == 200
+    assert len(kbs.server.sessions) == 5

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 ERROR_TYPE_BASE = "https://github.com/confidential-containers/kbs/errors/"
 SESSION_COOKIE = "kbs-session-id"
 DEFAULT_SESSION_TIMEOUT_S = 300
+MAX_SESSIONS = 10_000  # a flood of /auth evicts the oldest unattested sessions instead of growing memory
 MAX_BODY = 4 * 1024 * 1024
 _STATUS = {
     "InvalidRequest": 400,
@@ -169,6 +170,9 @@ class KbsServer:
         except protocol.ProtocolError as e:
             raise Problem("InvalidRequest", str(e)) from e
         self._expire_sessions()
+        if len(self.sessions) >= MAX_SESSIONS:  # read at call time so tests can lower it
+            oldest = min(self.sessions, key=lambda sid: self.sessions[sid].expires)
+            del self.sessions[oldest]
         session_id = str(uuid.uuid4())
         session = Session(req.tee, protocol.new_nonce(), alg, self.clock() + self.session_timeout_s)
         self.sessions[session_id] = session
