@@ -194,6 +194,9 @@ class KbsServer:
             self.m_attest.labels(outcome="refused").inc()
             raise Problem(e.kind, e.detail) from e
         self.m_attest.labels(outcome="token").inc()
+        statuses = {n: sm["ear.status"] for n, sm in ear.verify(token, self.trusted_token_keys,
+                                                               now=self.clock())["submods"].items()}
+        log.info("tee %s attested: %s", session.tee, ", ".join(f"{n}={st}" for n, st in statuses.items()))
         session.token = token
         return web.json_response({"token": token})
 
@@ -224,6 +227,7 @@ class KbsServer:
         except jwe.JweError as e:
             raise Problem("TokenInvalid", f"token tee-pubkey unusable: {e}") from e
         self.m_resource.labels(outcome="released").inc()
+        log.info("resource %s released, encrypted to the attested TEE key", "/".join(path))
         return web.json_response(body)
 
     # --- admin --------------------------------------------------------------------------------------------------

@@ -84,6 +84,7 @@ def build_server(
 
 
 async def serve_until_stopped(server: KbsServer, host: str, port: int) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     runner = await serve(server, host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
