@@ -8,9 +8,6 @@ import pytest
 
 from ccgpu.sim.tee import SimulatedGpu, SimulatedSnpPlatform
 
-REAL_GPU_NONCE = bytes.fromhex("931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb")
-REAL_GPU_UUID = "1111-2222-33333-444444-555555"  # the uuid Trustee's claims file carries
-
 
 @dataclass(frozen=True)
 class SnpVector:
@@ -26,6 +23,8 @@ class GpuVector:
     chain: bytes
     root: bytes
     claims_text: str
+    nonce: bytes = bytes.fromhex("931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb")
+    uuid: str = "1111-2222-33333-444444-555555"  # the uuid Trustee's claims file carries
 
 
 @pytest.fixture(scope="session")

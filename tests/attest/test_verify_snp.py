@@ -35,6 +35,7 @@ def flip(blob: bytes, bit: int) -> bytes:
 
 
 def test_real_trustee_report_verifies_against_its_vcek_and_the_milan_ark_ask(snp_vector):
+    """The vector is a version 2 report: Trustee's verifier wants 3..5 (attestation.md §1.7), ccgpu takes 2..5."""
     claims = verify_real(snp_vector.report, snp_vector)
     assert claims["generation"] == "Milan" and claims["signing_key"] == "vcek"
     assert claims["reported_tcb_bootloader"] == 3 and claims["reported_tcb_microcode"] == 115
@@ -247,3 +248,12 @@ def test_endorsement_key_must_be_given_exactly_once(snp_vector):
 def test_garbled_reports_raise_only_verification_errors(snp_vector, blob):
     with pytest.raises(VerificationError):
         verify_real(blob, snp_vector)
+
+
+def test_amds_serial_zero_vcek_verifies_without_deprecation_noise(snp_vector):
+    """AMD issues VCEKs with serial number 0; cryptography warns about it, the verifier must not leak that."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        verify_real(snp_vector.report, snp_vector)

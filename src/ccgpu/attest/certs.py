@@ -2,27 +2,34 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import resources
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.utils import CryptographyDeprecationWarning
 
 from ccgpu.attest.errors import VerificationError
 
+T = TypeVar("T")
 
+
+@functools.cache
 def builtin_pem(name: str) -> bytes:
     """A vendor root shipped in ccgpu/attest/roots (AMD ARK/ASK/ASVK per generation, NVIDIA device root)."""
     return resources.files("ccgpu.attest").joinpath("roots", name).read_bytes()
 
 
-def _quietly(load, data):
-    # Real NVIDIA GPU leaf certificates carry non-positive serial numbers; cryptography warns but parses them.
+def _quietly(load: Callable[[bytes], T], data: bytes) -> T:
+    # AMD VCEK certificates carry serial number 0, which RFC 5280 disallows; cryptography warns but parses them.
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
         return load(data)
 
 

@@ -8,9 +8,11 @@ repeat (reference/attestation.md §4.1-4.2). OCSP is out of scope here: it needs
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from ccgpu.attest.certs import (
     builtin_pem,
@@ -36,14 +38,39 @@ def device_root(root_pem: bytes | None) -> x509.Certificate:
 def verify_device_chain(
     chain_pem: bytes, root: x509.Certificate, now: datetime | None = None
 ) -> list[x509.Certificate]:
-    """Verify the leaf-first PEM chain up to `root`; return it (root included)."""
+    """Verify the leaf-first PEM chain up to `root`; return it (root included).
+
+    Signature checks of a chain already verified against the same root are remembered (the same GPU boot
+    presents the same chain at every attestation); validity windows are checked on every call.
+    """
+    if not isinstance(chain_pem, bytes | bytearray | memoryview):
+        raise VerificationError(
+            "nvidia.chain", f"GPU certificate chain must be PEM bytes, got {type(chain_pem).__name__}"
+        )
+    certs = list(_verified_chain(bytes(chain_pem), root.public_bytes(serialization.Encoding.DER)))
+    for position, cert in enumerate(certs):
+        check_validity(
+            cert, now, what=f"GPU chain certificate {position} {common_name(cert)!r}", check="nvidia.chain"
+        )
+    return certs
+
+
+def clear_chain_cache() -> None:
+    """Forget verified chains (benchmarks measure the cold path with it)."""
+    _verified_chain.cache_clear()
+
+
+@functools.lru_cache(maxsize=256)
+def _verified_chain(chain_pem: bytes, root_der: bytes) -> tuple[x509.Certificate, ...]:
+    """Signature and structure checks; only successes are cached (lru_cache does not keep exceptions)."""
+    root = load_certificate(root_der, what="GPU device root", check="nvidia.root")
     certs = load_pem_certificates(chain_pem, what="GPU certificate chain", check="nvidia.chain")
     if certs[-1] != root:
-        if certs[-1].issuer != root.subject:
+        if certs[-1].issuer != root.subject or certs[-1].issuer == certs[-1].subject:
             raise VerificationError(
                 "nvidia.root",
                 f"GPU certificate chain ends at {common_name(certs[-1])!r}, which is neither the trusted root "
-                f"{common_name(root)!r} nor issued by it",
+                f"{common_name(root)!r} nor issued by it (a self-signed root must be the trusted one itself)",
             )
         certs.append(root)
     if len(certs) < 2:
@@ -58,11 +85,7 @@ def verify_device_chain(
             raise VerificationError(
                 "nvidia.chain", f"{common_name(issuer)!r} signs certificates but is not a CA"
             )
-    for position, cert in enumerate(certs):
-        check_validity(
-            cert, now, what=f"GPU chain certificate {position} {common_name(cert)!r}", check="nvidia.chain"
-        )
-    return certs
+    return tuple(certs)
 
 
 def leaf_fwid(leaf: x509.Certificate) -> bytes:

@@ -84,7 +84,7 @@ def _check_nonce(actual: bytes, expected: bytes) -> None:
         )
 
 
-def _verify_signature(evidence: SpdmEvidence, key) -> None:
+def _verify_signature(evidence: SpdmEvidence, key: object) -> None:
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP384R1):
         raise VerificationError("spdm.signature", "GPU leaf key is not ECDSA P-384")
     signature = evidence.response.signature

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -111,7 +112,9 @@ def snp_claims(report: AttestationReport, generation: Generation, kind: SigningK
     return claims
 
 
-def _endorsement(report: AttestationReport, vcek_der: bytes | None, vlek_der: bytes | None):
+def _endorsement(
+    report: AttestationReport, vcek_der: bytes | None, vlek_der: bytes | None
+) -> tuple[SigningKey, x509.Certificate]:
     if (vcek_der is None) == (vlek_der is None):
         raise VerificationError(
             "snp.endorsement",

@@ -144,6 +144,8 @@ class SimulatedSnpPlatform:
         self.tcb = tcb or TcbVersion(bootloader=3, tee=0, snp=8, microcode=115, fmc=default_fmc)
         self.chip_id = chip_id if chip_id is not None else os.urandom(64)
         self.signing_key = signing_key
+        # The launch digest of "the" simulated guest: what an RVPS reference value for it would hold.
+        self.measurement = hashlib.sha384(b"ccgpu simulated guest").digest()
         self._roots = _amd_test_roots(generation)
         self._vek_key = ec.generate_private_key(ec.SECP384R1())
         hwid = None
@@ -189,9 +191,7 @@ class SimulatedSnpPlatform:
         report = build_report(
             generation=self.generation,
             report_data=report_data,
-            measurement=measurement
-            if measurement is not None
-            else hashlib.sha384(b"ccgpu simulated guest").digest(),
+            measurement=measurement if measurement is not None else self.measurement,
             host_data=host_data,
             policy=policy,
             tcb=self.tcb,
