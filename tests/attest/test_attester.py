@@ -16,7 +16,7 @@ from ccgpu.attest.attester import (
     snp_report_from_response,
     snp_report_request,
 )
-from ccgpu.attest.sev_serde import from_serde
+from ccgpu.attest.trustee_evidence import snp_report_from_json as from_serde
 from ccgpu.hw.sysfs import Sysfs
 
 

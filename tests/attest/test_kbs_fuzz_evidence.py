@@ -61,7 +61,8 @@ mutations = st.tuples(st.integers(0, 5000), st.integers(0, 255), st.sampled_from
 @FUZZ
 @given(m=mutations, as_base64=st.booleans())
 def test_garbled_snp_reports_are_refused_not_crashed_on(setup, m, as_base64):
-    from ccgpu.attest.sev_serde import from_serde, to_serde
+    from ccgpu.attest.trustee_evidence import snp_report_from_json as from_serde
+    from ccgpu.attest.trustee_evidence import snp_report_to_json as to_serde
 
     appraiser, cpu_ev, gpu_ev = setup
     raw = _mutate(from_serde(cpu_ev["attestation_report"]), *m)

@@ -157,7 +157,7 @@ def test_ear_status_is_the_most_severe_tier_in_the_vector():
 def test_trustee_snp_report_verifies_in_the_sev_serde_form_the_guest_sends(shared):
     """Trustee's Milan test report, as its attestation-agent would send it (sev crate serde JSON), through the
     KBS's snp verifier against the VCEK in cert_chain and AMD's built-in Milan ASK/ARK."""
-    from ccgpu.attest.sev_serde import to_serde
+    from ccgpu.attest.trustee_evidence import snp_report_to_json as to_serde
     from ccgpu.attest.verifiers import SnpVerifier
 
     d = shared / "vectors" / "snp"
@@ -165,14 +165,11 @@ def test_trustee_snp_report_verifies_in_the_sev_serde_form_the_guest_sends(share
     evidence = {"attestation_report": to_serde(report), "cert_chain": [{"cert_type": "VCEK", "data": list(vcek)}]}
     claims = SnpVerifier().verify(evidence, expected_binding=report[0x50:0x90], init_data_digest=None)
     assert claims["report_data"] == report[0x50:0x90].hex() and claims["generation"] == "Milan"
-    # The same report as base64 of the raw bytes is accepted too.
-    raw_form = {**evidence, "attestation_report": base64.b64encode(report).decode()}
-    assert SnpVerifier().verify(raw_form, expected_binding=report[0x50:0x90], init_data_digest=None) == claims
 
 
 def test_serde_report_with_a_field_changed_fails_the_signature_check(shared):
     from ccgpu.attest.errors import VerificationError
-    from ccgpu.attest.sev_serde import to_serde
+    from ccgpu.attest.trustee_evidence import snp_report_to_json as to_serde
     from ccgpu.attest.verifiers import SnpVerifier
 
     d = shared / "vectors" / "snp"

@@ -15,7 +15,7 @@ import struct
 import uuid
 from typing import Any
 
-from ccgpu.attest import sev_serde
+from ccgpu.attest.trustee_evidence import snp_evidence_to_json
 from ccgpu.hw.sysfs import Sysfs
 
 SNP_REPORT_LEN = 1184
@@ -64,8 +64,7 @@ def snp_report_from_response(resp: bytes) -> bytes:
 def snp_evidence_json(report: bytes, vcek_der: bytes | None = None) -> dict[str, Any]:
     """Primary evidence as Trustee's snp verifier reads it: the report in the sev crate's serde form and the
     host-provided VCEK (when there is one) as a cert_chain entry."""
-    chain = [{"cert_type": "VCEK", "data": list(vcek_der)}] if vcek_der else None
-    return {"attestation_report": sev_serde.to_serde(report), "cert_chain": chain}
+    return snp_evidence_to_json(report, {"VCEK": vcek_der} if vcek_der else None)
 
 
 class SnpAttester:
