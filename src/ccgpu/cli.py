@@ -31,6 +31,149 @@ def version() -> None:
     typer.echo(__version__)
 
 
+_HOST_ROOT = typer.Option("/", "--host-root", help="The host's root: / on the node, the host mount in a pod.")
+_CDI_DIR = typer.Option("/var/run/cdi", "--cdi-dir", help="CDI spec directory (a host path, under --host-root).")
+_GPU_ALIAS = typer.Option(
+    None, "--gpu-alias",
+    help="GPU resource and CDI class nvidia.com/<alias>; empty for per-model names. Default: $P_GPU_ALIAS, else pgpu.",
+)
+_NVSWITCH_ALIAS = typer.Option(
+    None, "--nvswitch-alias", help="NVSwitch resource nvidia.com/<alias>. Default: $NVSWITCH_ALIAS, else nvswitch."
+)
+_NODE_NAME = typer.Option(None, "--node-name", envvar="NODE_NAME", help="This node's name (for logs).")
+
+
+@agent_app.command("kata-manager")
+def agent_kata_manager(
+    host_root: str = _HOST_ROOT,
+    cdi_dir: str = _CDI_DIR,
+    gpu_alias: str | None = _GPU_ALIAS,
+    nvswitch_alias: str | None = _NVSWITCH_ALIAS,
+    once: bool = typer.Option(False, "--once", help="Do one pass and exit."),
+    cleanup: bool = typer.Option(
+        False, "--cleanup", help="Remove ccgpu's CDI specs (and, with --configure-containerd, its containerd changes)."
+    ),
+    configure_containerd: bool = typer.Option(
+        False, "--configure-containerd", help="Also add the Kata runtime classes to containerd (drop-in + imports)."
+    ),
+    containerd_config: str | None = typer.Option(
+        None, "--containerd-config", envvar="CONTAINERD_CONFIG", help="containerd's main config (host path)."
+    ),
+    containerd_dropin: str | None = typer.Option(None, "--containerd-dropin", help="ccgpu's containerd drop-in."),
+    interval: float = typer.Option(1.0, "--interval", help="Seconds between passes that pick up device changes."),
+    node_name: str | None = _NODE_NAME,
+) -> None:
+    """Keep the host CDI spec equal to the node's VFIO GPUs; optionally configure containerd for Kata."""
+    from ccgpu.agents import sandbox_cli
+
+    sandbox_cli.run_kata_manager(
+        host_root, cdi_dir, gpu_alias, nvswitch_alias, once, cleanup, configure_containerd, containerd_config,
+        containerd_dropin, interval, node_name,
+    )
+
+
+@agent_app.command("device-plugin")
+def agent_device_plugin(
+    host_root: str = _HOST_ROOT,
+    cdi_dir: str = _CDI_DIR,
+    device_plugin_dir: str = typer.Option(
+        "/var/lib/kubelet/device-plugins", "--device-plugin-dir", help="The kubelet's device-plugin socket directory."
+    ),
+    gpu_alias: str | None = _GPU_ALIAS,
+    nvswitch_alias: str | None = _NVSWITCH_ALIAS,
+    pci_env: bool = typer.Option(
+        False, "--pci-env/--no-pci-env", help="Also set PCI_RESOURCE_NVIDIA_COM_<NAME>=<BDFs> in Allocate."
+    ),
+    wait_for_validations: bool = typer.Option(
+        True, "--wait-for-validations/--no-wait-for-validations",
+        help="Wait for the validator's workload-type (and vfio-pci-ready) files before advertising.",
+    ),
+    once: bool = typer.Option(False, "--once", help="Do one pass (serve, register, advertise) and exit."),
+    node_name: str | None = _NODE_NAME,
+) -> None:
+    """Advertise the node's VFIO GPUs (nvidia.com/pgpu) and NVSwitches to the kubelet (device-plugin API v1beta1)."""
+    from ccgpu.agents import sandbox_cli
+
+    sandbox_cli.run_device_plugin(
+        host_root, cdi_dir, device_plugin_dir, gpu_alias, nvswitch_alias, pci_env, wait_for_validations, once,
+        node_name,
+    )
+
+
+@app.command()
+def doctor(
+    root: Annotated[
+        str, typer.Option("--root", help="Host root to inspect: / on the node, a host mount, a capture.")
+    ] = "/",
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the stable JSON report (README: ccgpu doctor).")
+    ] = False,
+    workload: Annotated[str, typer.Option("--workload", help="vm-passthrough or container.")] = "vm-passthrough",
+) -> None:
+    """Preflight a node for confidential GPU pods and name the fix for each problem."""
+    import json
+    import os
+
+    from rich.console import Console
+
+    from ccgpu.hw import doctor as doc
+    from ccgpu.hw.doctor_output import render_table, report_json
+
+    try:
+        wl = doc.Workload.parse(workload)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--workload") from None
+    if not os.path.isdir(root):
+        raise typer.BadParameter(f"{root!r} is not a directory; give a host root such as / or /host", param_hint="--root")
+    report = doc.diagnose(root, wl)
+    if json_output:
+        typer.echo(json.dumps(report_json(report), indent=2))
+    else:
+        render_table(report, Console())
+    raise typer.Exit(0 if report.ready else 1)
+
+
+@sim_app.command("host")
+def sim_host(
+    directory: Annotated[
+        Path | None, typer.Argument(metavar="DIR", help="Empty or absent directory to build the host tree in.")
+    ] = None,
+    profile: Annotated[str, typer.Option("--profile", "-p", help="Host profile (see --list-profiles).")] = "8xh100-snp",
+    list_profiles: Annotated[bool, typer.Option("--list-profiles", help="List the host profiles and exit.")] = False,
+    gpu_driver: Annotated[
+        str | None,
+        typer.Option("--gpu-driver", help="Driver the GPUs start on: nvidia, vfio-pci or none (default: the profile's)."),
+    ] = None,
+    iommu: Annotated[
+        bool | None, typer.Option("--iommu/--no-iommu", help="Override the profile's IOMMU setting.")
+    ] = None,
+) -> None:
+    """Build a simulated host tree (sysfs, /dev/vfio, /proc) from a profile, for tests and scripts."""
+    from ccgpu.sim import host as simhost
+    from ccgpu.sim.profiles import ProfileError
+    from ccgpu.sim.profiles import list_profiles as profiles
+
+    if list_profiles:
+        for p in profiles():
+            typer.echo(f"{p.name:<20} {p.description}")
+        return
+    if directory is None:
+        raise typer.BadParameter("give the DIRECTORY to build the host in (or --list-profiles)", param_hint="DIRECTORY")
+    overrides: dict[str, object] = {}
+    if gpu_driver is not None:
+        if gpu_driver not in ("nvidia", "vfio-pci", "none"):
+            raise typer.BadParameter(f"{gpu_driver!r}; accepted: nvidia, vfio-pci, none", param_hint="--gpu-driver")
+        overrides["gpu_driver"] = None if gpu_driver == "none" else gpu_driver
+    if iommu is not None:
+        overrides["iommu"] = iommu
+    try:
+        built = simhost.SimulatedHost.create(directory, profile, **overrides)
+    except (ProfileError, simhost.SimHostError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(simhost.describe(built))
+
+
 @verify_app.command("snp")
 def attest_verify_snp(
     report: Annotated[Path, typer.Argument(help="SNP report, 1184 bytes raw or as hex text.")],
@@ -174,6 +317,19 @@ def attest_ready_gate(
     result = asyncio.run(kbs_cli.ready_gate(kbs_url, cpu, gpus, backend, token_key=token_key, min_gpus=min_gpus))
     typer.echo(("ready: " if result.ready else "not ready: ") + result.reason, err=not result.ready)
     raise typer.Exit(0 if result.ready else 1)
+
+
+@sim_app.command("apiserver")
+def sim_apiserver(
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port on 127.0.0.1 (0: a free one).")] = 0,
+    kubeconfig_out: Annotated[
+        Path | None, typer.Option("--kubeconfig-out", help="Write a kubeconfig for kubectl here.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for generated names, uids and injected faults.")] = 0,
+) -> None:
+    """Serve the Kubernetes API simulator on 127.0.0.1 (for kubectl and clients) until interrupted."""
+    from ccgpu.sim.apiserver.standalone import run
+
+    run(port, kubeconfig_out, seed, announce=lambda line: typer.echo(line, err=False))
 
 
 def main() -> None:  # pragma: no cover - console entry point

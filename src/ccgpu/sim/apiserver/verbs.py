@@ -1,0 +1,495 @@
+"""The API verbs over the store: get, list, create, update, patch, delete, with the apiserver's rules for
+names, namespaces, resourceVersion preconditions, generation, status isolation, finalizers and CRDs.
+
+Transport-free: server.py turns HTTP into these calls and `ApiError`s into Status responses.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime as dt
+import json
+import random
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from . import errors, ssa
+from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
+from .resources import GENERATION_KINDS, Registry, ResourceType
+from .store import Key, Store
+from .validation import metadata_causes, schema_causes
+
+_GENERATE_CHARS = "bcdfghjklmnpqrstvwxz2456789"
+CRD_KEY: Key = ("apiextensions.k8s.io", "customresourcedefinitions")
+NS_KEY: Key = ("", "namespaces")
+MERGE = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+STRATEGIC = "application/strategic-merge-patch+json"
+APPLY = "application/apply-patch+yaml"
+
+
+def now_rfc3339() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def fast_copy(obj: Any) -> Any:
+    """Deep copy of a JSON document (faster than copy.deepcopy for plain dicts and lists)."""
+    if isinstance(obj, dict):
+        return {k: fast_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [fast_copy(v) for v in obj]
+    return obj
+
+
+class Verbs:
+    def __init__(self, registry: Registry, store: Store, seed: int = 0,
+                 on_delete: Callable[[], None] | None = None):
+        self.registry = registry
+        self.store = store
+        self.rng = random.Random(seed)
+        self.on_delete = on_delete or (lambda: None)
+
+    # --- helpers -----------------------------------------------------------------------------------
+    def out(self, rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
+        """An object as served under `rt`'s version (CRDs serve one storage under several versions)."""
+        if obj.get("apiVersion") == rt.api_version:
+            return obj
+        o = dict(obj)
+        o["apiVersion"] = rt.api_version
+        return o
+
+    def _uid(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def _existing(self, rt: ResourceType, ns: str, name: str) -> dict[str, Any]:
+        obj = self.store.get(rt.key, ns if rt.namespaced else "", name)
+        if obj is None:
+            raise errors.not_found(rt.plural, rt.group, name)
+        return obj
+
+    def _check_namespace(self, rt: ResourceType, ns: str) -> None:
+        if not rt.namespaced:
+            return
+        nsobj = self.store.get(NS_KEY, "", ns)
+        if nsobj is None:
+            raise errors.not_found("namespaces", "", ns)
+        if nsobj["metadata"].get("deletionTimestamp"):
+            raise errors.ApiError(403, "Forbidden",
+                                  f'{rt.plural} "{ns}" is forbidden: unable to create new content in namespace {ns} '
+                                  f"because it is being terminated", {"name": ns, "kind": rt.plural})
+
+    def _validate(self, rt: ResourceType, obj: dict[str, Any], field_validation: str | None,
+                  warnings: list[str] | None) -> None:
+        name = obj["metadata"].get("name", "")
+        causes = metadata_causes(obj, rt.name_rule)
+        if rt.custom and rt.schema:
+            sc, pruned = schema_causes(obj, rt.schema)
+            causes += sc
+            if pruned:
+                if field_validation == "Strict":
+                    raise errors.bad_request(
+                        "strict decoding error: " + ", ".join(f'unknown field "{p}"' for p in pruned))
+                if field_validation != "Ignore" and warnings is not None:
+                    warnings += [f'unknown field "{p}"' for p in pruned]
+        if rt.key == CRD_KEY:
+            causes += _crd_causes(obj)
+        if causes:
+            raise errors.invalid(rt.kind, rt.group, name, causes)
+
+    # --- reads -------------------------------------------------------------------------------------
+    def get(self, rt: ResourceType, ns: str, name: str) -> dict[str, Any]:
+        return self.out(rt, self._existing(rt, ns, name))
+
+    def list(self, rt: ResourceType, ns: str | None, pred: Callable[[dict], bool],
+             limit: int | None = None, cont: str | None = None) -> dict[str, Any]:
+        rv = self.store.rv
+        items = self.store.list(rt.key, ns if rt.namespaced else None)
+        start_after: tuple[str, str] | None = None
+        if cont:
+            try:
+                token = json.loads(base64.urlsafe_b64decode(cont.encode()).decode())
+                start_after = (token["ns"], token["name"])
+            except (ValueError, KeyError, TypeError):
+                raise errors.bad_request(f"invalid continue token {cont!r}: it must be the value of "
+                                         "metadata.continue from a previous list") from None
+            if int(token.get("rv", 0)) < self.store.horizon:
+                raise errors.ApiError(410, "Expired", "The provided continue parameter is too old to display a "
+                                      "consistent list result. You can start a new list without the continue "
+                                      "parameter.")
+        selected, more = [], False
+        for obj in items:
+            meta = obj["metadata"]
+            if start_after is not None and (meta.get("namespace", ""), meta["name"]) <= start_after:
+                continue
+            if not pred(obj):
+                continue
+            if limit and len(selected) >= limit:
+                more = True
+                break
+            selected.append(self.out(rt, obj))
+        meta: dict[str, Any] = {"resourceVersion": str(rv)}
+        if more:
+            last = selected[-1]["metadata"]
+            meta["continue"] = base64.urlsafe_b64encode(json.dumps(
+                {"rv": rv, "ns": last.get("namespace", ""), "name": last["name"]}).encode()).decode()
+        return {"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": meta, "items": selected}
+
+    # --- create ------------------------------------------------------------------------------------
+    def create(self, rt: ResourceType, ns: str, body: Any, *, dry_run: bool = False,
+               field_manager: str | None = None, field_validation: str | None = None,
+               warnings: list[str] | None = None, _applied: bool = False) -> dict[str, Any]:
+        obj = self._check_body(rt, ns, body)
+        meta = obj["metadata"]
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + "".join(self.rng.choice(_GENERATE_CHARS) for _ in range(5))
+        self._validate(rt, obj, field_validation, warnings)
+        self._check_namespace(rt, ns)
+        if self.store.get(rt.key, meta.get("namespace", ""), meta["name"]) is not None:
+            raise errors.already_exists(rt.plural, rt.group, meta["name"])
+        for k in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
+            meta.pop(k, None)
+        meta["uid"] = self._uid()
+        meta["creationTimestamp"] = now_rfc3339()
+        if rt.custom or rt.kind in GENERATION_KINDS:
+            meta["generation"] = 1
+        else:
+            meta.pop("generation", None)
+        self._prepare_create(rt, obj)
+        if field_manager and not _applied:
+            meta.pop("managedFields", None)
+            ssa.record_update(None, obj, field_manager, rt.api_version, meta["creationTimestamp"], rt.status)
+        elif not _applied:
+            meta.pop("managedFields", None)
+        if dry_run:
+            return self.out(rt, obj)
+        self.store.commit(rt.key, "ADDED", obj, None)
+        if rt.key == CRD_KEY:
+            self.registry.serve_crd(obj)
+        return self.out(rt, obj)
+
+    def _check_body(self, rt: ResourceType, ns: str, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise errors.bad_request(f"the request body must be a {rt.kind} object, not {type(body).__name__}")
+        obj = fast_copy(body)
+        av, kind = obj.get("apiVersion"), obj.get("kind")
+        if kind is None and av is None:
+            obj["apiVersion"], obj["kind"] = rt.api_version, rt.kind
+        elif kind != rt.kind:
+            raise errors.bad_request(f"the kind in the data ({kind!r}) does not match the expected kind "
+                                     f"({rt.kind!r}) for {rt.plural}")
+        elif av != rt.api_version:
+            raise errors.bad_request(f"the API version in the data ({av}) does not match the expected API "
+                                     f"version ({rt.api_version})")
+        meta = obj.get("metadata")
+        if meta is None:
+            meta = obj["metadata"] = {}
+        if not isinstance(meta, dict):
+            raise errors.bad_request("metadata must be an object")
+        if rt.namespaced:
+            if meta.get("namespace") not in (None, "", ns):
+                raise errors.bad_request("the namespace of the provided object does not match the namespace sent "
+                                         "on the request")
+            meta["namespace"] = ns
+        else:
+            meta.pop("namespace", None)
+        return obj
+
+    def _prepare_create(self, rt: ResourceType, obj: dict[str, Any]) -> None:
+        """What each type's create strategy resets: status written only through /status, defaults."""
+        if rt.custom and rt.status:
+            obj.pop("status", None)
+        elif rt.key == ("apps", "daemonsets"):
+            obj["status"] = {"currentNumberScheduled": 0, "numberMisscheduled": 0, "desiredNumberScheduled": 0,
+                             "numberReady": 0}
+            spec = obj.setdefault("spec", {})
+            spec.setdefault("revisionHistoryLimit", 10)
+            spec.setdefault("updateStrategy", {"type": "RollingUpdate",
+                                               "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}})
+        elif rt.key == ("apps", "deployments"):
+            obj["status"] = {}
+            spec = obj.setdefault("spec", {})
+            spec.setdefault("replicas", 1)
+            spec.setdefault("revisionHistoryLimit", 10)
+            spec.setdefault("progressDeadlineSeconds", 600)
+        elif rt.key == ("", "pods"):
+            obj["status"] = {"phase": "Pending"}
+            obj.setdefault("spec", {})
+        elif rt.key == NS_KEY:
+            obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
+            obj["status"] = {"phase": "Active"}
+        elif rt.key == CRD_KEY:
+            spec = obj.get("spec") or {}
+            names = spec.get("names") or {}
+            accepted = dict(names)
+            accepted.setdefault("singular", names.get("kind", "").lower())
+            accepted.setdefault("listKind", names.get("kind", "") + "List")
+            obj["status"] = {
+                "acceptedNames": accepted,
+                "conditions": [
+                    {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
+                     "message": "no conflicts found", "lastTransitionTime": now_rfc3339()},
+                    {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
+                     "message": "the initial names have been accepted", "lastTransitionTime": now_rfc3339()},
+                ],
+                "storedVersions": [v["name"] for v in spec.get("versions", []) if v.get("storage")],
+            }
+        if (rt.custom or rt.kind in GENERATION_KINDS) and rt.key != CRD_KEY and "spec" not in obj \
+                and not rt.custom:
+            obj["spec"] = {}
+
+    # --- update ------------------------------------------------------------------------------------
+    def update(self, rt: ResourceType, ns: str, name: str, body: Any, *, subresource: str = "",
+               dry_run: bool = False, field_manager: str | None = None, field_validation: str | None = None,
+               warnings: list[str] | None = None) -> dict[str, Any]:
+        old = self._existing(rt, ns, name)
+        new = self._check_body(rt, ns, body)
+        if new["metadata"].get("name") != name:
+            raise errors.bad_request(f"the name of the object ({new['metadata'].get('name')}) does not match the "
+                                     f"name on the URL ({name})")
+        want_rv = new["metadata"].get("resourceVersion")
+        if want_rv and want_rv != old["metadata"]["resourceVersion"]:
+            raise errors.conflict(rt.plural, rt.group, name)
+        return self._write(rt, old, new, subresource, dry_run, field_manager or "unknown", field_validation,
+                           warnings)
+
+    def _write(self, rt: ResourceType, old: dict[str, Any], new: dict[str, Any], subresource: str,
+               dry_run: bool, field_manager: str | None, field_validation: str | None,
+               warnings: list[str] | None, record: bool = True) -> dict[str, Any]:
+        """Commit `new` over `old` under the type's rules; a no-op write returns `old` unchanged."""
+        old_meta = old["metadata"]
+        if subresource == "status":
+            result = fast_copy(old)
+            result["status"] = new.get("status")
+            if result["status"] is None:
+                result.pop("status")
+            if "managedFields" in new["metadata"]:
+                result["metadata"]["managedFields"] = new["metadata"]["managedFields"]
+            new = result
+        elif rt.status:
+            if "status" in old:
+                new["status"] = fast_copy(old["status"])
+            else:
+                new.pop("status", None)
+        meta = new["metadata"]
+        for k in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace"):
+            if k in old_meta:
+                meta[k] = old_meta[k]
+            else:
+                meta.pop(k, None)
+        meta["resourceVersion"] = old_meta["resourceVersion"]
+        if "generation" in old_meta:
+            meta["generation"] = old_meta["generation"]
+            if _spec_of(old, rt) != _spec_of(new, rt):
+                meta["generation"] = old_meta["generation"] + 1
+        else:
+            meta.pop("generation", None)
+        if old_meta.get("deletionTimestamp"):
+            added = set(meta.get("finalizers") or []) - set(old_meta.get("finalizers") or [])
+            if added:
+                raise errors.invalid(rt.kind, rt.group, meta["name"], [errors.field_cause(
+                    "metadata.finalizers", f"Forbidden: no new finalizers can be added if the object is being "
+                    f"deleted, found new finalizers {sorted(added)!r}", "FieldValueForbidden")])
+        self._validate(rt, new, field_validation, warnings)
+        if rt.key == NS_KEY and old_meta.get("deletionTimestamp"):
+            new["status"] = old.get("status")
+        if record and field_manager:
+            ssa.record_update(old, new, field_manager, rt.api_version, now_rfc3339(), rt.status, subresource)
+        if new == old:
+            return self.out(rt, old)
+        if dry_run:
+            return self.out(rt, new)
+        if old_meta.get("deletionTimestamp") and not meta.get("finalizers") and not _ns_finalizers(rt, new):
+            self.store.commit(rt.key, "DELETED", new, old)
+            self._after_delete(rt, new)
+            return self.out(rt, new)
+        self.store.commit(rt.key, "MODIFIED", new, old)
+        if rt.key == CRD_KEY:
+            self.registry.serve_crd(new)
+        return self.out(rt, new)
+
+    # --- patch -------------------------------------------------------------------------------------
+    def patch(self, rt: ResourceType, ns: str, name: str, patch_type: str, body: Any, *,
+              subresource: str = "", dry_run: bool = False, field_manager: str | None = None,
+              force: bool = False, field_validation: str | None = None,
+              warnings: list[str] | None = None) -> dict[str, Any]:
+        key_ns = ns if rt.namespaced else ""
+        old = self.store.get(rt.key, key_ns, name)
+        if patch_type == APPLY:
+            return self._apply(rt, ns, name, old, body, subresource, dry_run, field_manager, force,
+                               field_validation, warnings)
+        if old is None:
+            raise errors.not_found(rt.plural, rt.group, name)
+        try:
+            if patch_type == MERGE:
+                if not isinstance(body, dict):
+                    raise errors.bad_request("a merge patch must be a JSON object")
+                patched = merge_patch(old, body)
+            elif patch_type == JSON_PATCH:
+                patched = json_patch(old, body)
+            elif patch_type == STRATEGIC:
+                if rt.custom:
+                    raise errors.unsupported_media_type(patch_type, [JSON_PATCH, MERGE, APPLY])
+                patched = strategic_merge_patch(old, body)
+            else:
+                accepted = [JSON_PATCH, MERGE, APPLY] + ([] if rt.custom else [STRATEGIC])
+                raise errors.unsupported_media_type(patch_type, accepted)
+        except PatchError as e:
+            code = 422 if patch_type == JSON_PATCH else 400
+            raise errors.ApiError(code, "Invalid" if code == 422 else "BadRequest", str(e)) from None
+        if not isinstance(patched, dict):
+            raise errors.bad_request("the patch must leave an object")
+        patched = fast_copy(patched)
+        want_rv = (patched.get("metadata") or {}).get("resourceVersion")
+        if want_rv != old["metadata"]["resourceVersion"]:
+            if want_rv is not None:
+                raise errors.conflict(rt.plural, rt.group, name)
+        if (patched.get("metadata") or {}).get("name") != name:
+            raise errors.bad_request("metadata.name cannot be changed by a patch")
+        patched["apiVersion"], patched["kind"] = rt.api_version, rt.kind
+        return self._write(rt, old, patched, subresource, dry_run, field_manager or "unknown",
+                           field_validation, warnings)
+
+    def _apply(self, rt: ResourceType, ns: str, name: str, old: dict[str, Any] | None, body: Any,
+               subresource: str, dry_run: bool, field_manager: str | None, force: bool,
+               field_validation: str | None, warnings: list[str] | None) -> dict[str, Any]:
+        if not field_manager:
+            raise errors.bad_request("PATCH request for server-side apply requires fieldManager; pass "
+                                     "?fieldManager=<name>")
+        config = self._check_body(rt, ns, body) if isinstance(body, dict) and "kind" in body else None
+        if config is None:
+            raise errors.bad_request("an apply patch must be a full object with apiVersion, kind and "
+                                     "metadata.name")
+        if config["metadata"].get("name") != name:
+            raise errors.bad_request(f"the name of the object ({config['metadata'].get('name')}) does not match "
+                                     f"the name on the URL ({name})")
+        now = now_rfc3339()
+        try:
+            if old is None:
+                if subresource:
+                    raise errors.not_found(rt.plural, rt.group, name)
+                obj = ssa.apply(None, config, field_manager, force, rt.api_version, now, rt.status)
+                return self.create(rt, ns, obj, dry_run=dry_run, field_validation=field_validation,
+                                   warnings=warnings, _applied=True)
+            want_rv = config["metadata"].get("resourceVersion")
+            if want_rv and want_rv != old["metadata"]["resourceVersion"]:
+                raise errors.conflict(rt.plural, rt.group, name)
+            merged = ssa.apply(old, config, field_manager, force, rt.api_version, now, rt.status, subresource)
+        except ssa.ApplyConflict as e:
+            n = len(e.conflicts)
+            detail = "\n".join(f'- {ssa.render(p)}' for _, p in e.conflicts)
+            managers = sorted({m for m, _ in e.conflicts})
+            msg = (f'Apply failed with {n} conflict{"s" if n > 1 else ""}: conflict with '
+                   f'{", ".join(repr(m).replace(chr(39), chr(34)) for m in managers)}:\n{detail}')
+            causes = [{"reason": "FieldManagerConflict", "message": f'conflict with "{m}"', "field": ssa.render(p)}
+                      for m, p in e.conflicts]
+            raise errors.ApiError(409, "Conflict", msg, {"causes": causes}) from None
+        merged = fast_copy(merged)
+        merged["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+        return self._write(rt, old, merged, subresource, dry_run, None, field_validation, warnings,
+                           record=False)
+
+    # --- delete ------------------------------------------------------------------------------------
+    def delete(self, rt: ResourceType, ns: str, name: str, options: dict[str, Any] | None = None,
+               dry_run: bool = False) -> dict[str, Any]:
+        old = self._existing(rt, ns, name)
+        options = options or {}
+        pre = options.get("preconditions") or {}
+        meta = old["metadata"]
+        if pre.get("uid") and pre["uid"] != meta["uid"]:
+            raise errors.conflict(rt.plural, rt.group, name, f"Precondition failed: UID in precondition: "
+                                  f"{pre['uid']}, UID in object meta: {meta['uid']}")
+        if pre.get("resourceVersion") and pre["resourceVersion"] != meta["resourceVersion"]:
+            raise errors.conflict(rt.plural, rt.group, name, f"Precondition failed: ResourceVersion in "
+                                  f"precondition: {pre['resourceVersion']}, ResourceVersion in object meta: "
+                                  f"{meta['resourceVersion']}")
+        policy = options.get("propagationPolicy")
+        if policy is None and options.get("orphanDependents"):
+            policy = "Orphan"
+        if policy not in (None, "Background", "Foreground", "Orphan"):
+            raise errors.bad_request(f"unsupported propagationPolicy {policy!r}; accepted: Background, "
+                                     "Foreground, Orphan")
+        finalizers = list(meta.get("finalizers") or [])
+        if policy == "Foreground" and "foregroundDeletion" not in finalizers:
+            finalizers.append("foregroundDeletion")
+        if policy == "Orphan" and "orphan" not in finalizers:
+            finalizers.append("orphan")
+        if dry_run:
+            return self.out(rt, old)
+        if meta.get("deletionTimestamp"):
+            return self.out(rt, old)
+        if finalizers or _ns_finalizers(rt, old):
+            new = fast_copy(old)
+            new["metadata"]["deletionTimestamp"] = now_rfc3339()
+            new["metadata"]["deletionGracePeriodSeconds"] = 0
+            if finalizers:
+                new["metadata"]["finalizers"] = finalizers
+            if rt.key == NS_KEY:
+                new.setdefault("status", {})["phase"] = "Terminating"
+            self.store.commit(rt.key, "MODIFIED", new, old)
+            self.on_delete()
+            return self.out(rt, new)
+        new = fast_copy(old)
+        self.store.commit(rt.key, "DELETED", new, old)
+        self._after_delete(rt, new)
+        return self.out(rt, new)
+
+    def _after_delete(self, rt: ResourceType, obj: dict[str, Any]) -> None:
+        if rt.key == CRD_KEY:
+            spec = obj.get("spec") or {}
+            key = (spec.get("group", ""), (spec.get("names") or {}).get("plural", ""))
+            for o in self.store.list(key):
+                self.store.commit(key, "DELETED", fast_copy(o), o)
+            self.store.close_watchers(key)
+            self.registry.unserve_crd(obj["metadata"]["name"])
+        self.on_delete()
+
+    def delete_collection(self, rt: ResourceType, ns: str | None, pred: Callable[[dict], bool],
+                          options: dict[str, Any] | None = None, dry_run: bool = False) -> dict[str, Any]:
+        items = [o for o in self.store.list(rt.key, ns if rt.namespaced else None) if pred(o)]
+        deleted = []
+        for o in items:
+            deleted.append(self.delete(rt, o["metadata"].get("namespace", ""), o["metadata"]["name"], options,
+                                       dry_run))
+        return {"kind": rt.list_kind, "apiVersion": rt.api_version,
+                "metadata": {"resourceVersion": str(self.store.rv)}, "items": deleted}
+
+
+def _spec_of(obj: dict[str, Any], rt: ResourceType) -> dict[str, Any]:
+    """Everything a generation counts: all but metadata (and status, where /status is separate)."""
+    return {k: v for k, v in obj.items() if k != "metadata" and not (k == "status" and (rt.status or not rt.custom))}
+
+
+def _ns_finalizers(rt: ResourceType, obj: dict[str, Any]) -> bool:
+    return rt.key == NS_KEY and bool((obj.get("spec") or {}).get("finalizers"))
+
+
+def _crd_causes(crd: dict[str, Any]) -> list[dict[str, str]]:
+    spec = crd.get("spec") or {}
+    names = spec.get("names") or {}
+    causes = []
+    if not spec.get("group"):
+        causes.append(errors.field_cause("spec.group", "Required value", "FieldValueRequired"))
+    for f in ("plural", "kind"):
+        if not names.get(f):
+            causes.append(errors.field_cause(f"spec.names.{f}", "Required value", "FieldValueRequired"))
+    if spec.get("scope") not in ("Namespaced", "Cluster"):
+        causes.append(errors.field_cause("spec.scope", f"Unsupported value: {json.dumps(spec.get('scope'))}: "
+                                         'supported values: "Cluster", "Namespaced"', "FieldValueNotSupported"))
+    versions = spec.get("versions") or []
+    if not versions:
+        causes.append(errors.field_cause("spec.versions", "Invalid value: must have exactly one version marked "
+                                         "as storage version", "FieldValueInvalid"))
+    elif sum(1 for v in versions if v.get("storage")) != 1:
+        causes.append(errors.field_cause("spec.versions", "Invalid value: must have exactly one version marked "
+                                         "as storage version"))
+    if names.get("plural") and spec.get("group"):
+        want = f"{names['plural']}.{spec['group']}"
+        if crd["metadata"].get("name") != want:
+            causes.append(errors.field_cause("metadata.name", f"Invalid value: {json.dumps(crd['metadata'].get('name'))}: "
+                                             f"must be spec.names.plural+\".\"+spec.group"))
+    return causes
+
+
+__all__ = ["Verbs", "now_rfc3339", "fast_copy", "MERGE", "JSON_PATCH", "STRATEGIC", "APPLY", "copy"]

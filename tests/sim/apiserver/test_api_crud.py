@@ -1,0 +1,188 @@
+"""CRUD semantics over raw HTTP: metadata the server owns, optimistic concurrency, status isolation,
+generation, finalizers, namespaces, and the Status bodies of refusals."""
+
+from __future__ import annotations
+
+import asyncio
+
+from apiserver_helpers import WIDGETS, node, widget
+
+NODES = "/api/v1/nodes"
+
+
+async def test_create_stamps_uid_timestamp_resource_version_and_generation(http, crd):
+    status, obj = await http.post(WIDGETS, widget("w1"))
+    assert status == 201
+    meta = obj["metadata"]
+    assert meta["uid"] and meta["creationTimestamp"].endswith("Z")
+    assert int(meta["resourceVersion"]) > 0 and meta["generation"] == 1
+    assert meta["namespace"] == "default"
+
+
+async def test_generate_name_appends_five_random_characters(http):
+    status, obj = await http.post("/api/v1/namespaces/default/configmaps",
+                                  {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "cfg-"}})
+    assert status == 201
+    name = obj["metadata"]["name"]
+    assert name.startswith("cfg-") and len(name) == len("cfg-") + 5
+
+
+async def test_create_twice_is_already_exists_with_status_body(http):
+    assert (await http.post(NODES, node("n1")))[0] == 201
+    status, body = await http.post(NODES, node("n1"))
+    assert status == 409
+    assert body["kind"] == "Status" and body["reason"] == "AlreadyExists" and body["code"] == 409
+    assert body["message"] == 'nodes "n1" already exists'
+
+
+async def test_get_missing_is_not_found_naming_group_and_resource(http, crd):
+    status, body = await http.get(WIDGETS + "/nope")
+    assert status == 404 and body["reason"] == "NotFound"
+    assert body["message"] == 'widgets.example.com "nope" not found'
+
+
+async def test_unknown_resource_is_404_not_found(http):
+    status, body = await http.get("/apis/example.com/v1/gizmos")
+    assert status == 404 and body["reason"] == "NotFound"
+    assert body["message"] == "the server could not find the requested resource"
+
+
+async def test_put_with_stale_resource_version_is_conflict(http):
+    _, obj = await http.post(NODES, node("n1"))
+    stale = dict(obj)
+    obj["metadata"]["labels"] = {"a": "1"}
+    status, updated = await http.put(NODES + "/n1", obj)
+    assert status == 200 and updated["metadata"]["resourceVersion"] != stale["metadata"]["resourceVersion"]
+    stale["metadata"] = dict(stale["metadata"], labels={"b": "2"})
+    status, body = await http.put(NODES + "/n1", stale)
+    assert status == 409 and body["reason"] == "Conflict"
+    assert "the object has been modified" in body["message"]
+    assert (await http.get(NODES + "/n1"))[1]["metadata"]["labels"] == {"a": "1"}
+
+
+async def test_two_writers_racing_on_one_object_get_exactly_one_conflict(http):
+    _, obj = await http.post(NODES, node("race"))
+
+    async def writer(value: str):
+        body = {**obj, "metadata": {**obj["metadata"], "labels": {"writer": value}}}
+        return await http.put(NODES + "/race", body)
+
+    results = await asyncio.gather(writer("a"), writer("b"))
+    codes = sorted(s for s, _ in results)
+    assert codes == [200, 409]
+    winner = next(b for s, b in results if s == 200)
+    assert (await http.get(NODES + "/race"))[1]["metadata"]["labels"] == winner["metadata"]["labels"]
+
+
+async def test_noop_update_keeps_resource_version(http):
+    _, obj = await http.post(NODES, node("n1", a="1"))
+    status, same = await http.patch(NODES + "/n1", {"metadata": {"labels": {"a": "1"}}})
+    assert status == 200 and same["metadata"]["resourceVersion"] == obj["metadata"]["resourceVersion"]
+
+
+async def test_status_subresource_never_changes_spec_and_spec_writes_ignore_status(http, crd):
+    _, w = await http.post(WIDGETS, {**widget("w1", size=2), "status": {"phase": "ignored-on-create"}})
+    assert "status" not in w
+    status, w = await http.patch(WIDGETS + "/w1/status", {"spec": {"size": 9}, "status": {"phase": "Ready"}})
+    assert status == 200
+    assert w["spec"]["size"] == 2 and w["status"]["phase"] == "Ready" and w["metadata"]["generation"] == 1
+    status, w = await http.patch(WIDGETS + "/w1", {"spec": {"size": 3}, "status": {"phase": "Hacked"}})
+    assert w["spec"]["size"] == 3 and w["status"]["phase"] == "Ready"
+    assert w["metadata"]["generation"] == 2
+
+
+async def test_metadata_change_does_not_bump_generation(http, crd):
+    await http.post(WIDGETS, widget("w1"))
+    _, w = await http.patch(WIDGETS + "/w1", {"metadata": {"labels": {"x": "y"}}})
+    assert w["metadata"]["generation"] == 1
+
+
+async def test_namespaced_create_in_missing_namespace_is_not_found(http):
+    status, body = await http.post("/api/v1/namespaces/nowhere/configmaps",
+                                   {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}})
+    assert status == 404 and body["message"] == 'namespaces "nowhere" not found'
+
+
+async def test_finalizers_hold_deletion_until_removed(http, crd):
+    await http.post(WIDGETS, {**widget("w1"), "metadata": {"name": "w1", "finalizers": ["example.com/keep"]}})
+    status, w = await http.delete(WIDGETS + "/w1")
+    assert status == 200 and w["metadata"]["deletionTimestamp"]
+    assert (await http.get(WIDGETS + "/w1"))[0] == 200
+    status, _ = await http.patch(WIDGETS + "/w1", [{"op": "remove", "path": "/metadata/finalizers"}],
+                                 ctype="application/json-patch+json")
+    assert status == 200
+    assert (await http.get(WIDGETS + "/w1"))[0] == 404
+
+
+async def test_new_finalizers_are_refused_once_deletion_started(http, crd):
+    await http.post(WIDGETS, {**widget("w1"), "metadata": {"name": "w1", "finalizers": ["a/b"]}})
+    await http.delete(WIDGETS + "/w1")
+    status, body = await http.patch(WIDGETS + "/w1", {"metadata": {"finalizers": ["a/b", "c/d"]}})
+    assert status == 422 and "no new finalizers" in body["message"]
+
+
+async def test_delete_precondition_on_uid_is_conflict(http):
+    await http.post(NODES, node("n1"))
+    status, body = await http.delete(NODES + "/n1", {"preconditions": {"uid": "not-the-uid"}})
+    assert status == 409 and "Precondition failed" in body["message"]
+
+
+async def test_deleting_a_crd_stops_serving_its_kind_and_removes_its_objects(http, crd):
+    await http.post(WIDGETS, widget("w1"))
+    status, _ = await http.delete("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com")
+    assert status == 200
+    assert (await http.get(WIDGETS))[0] == 404
+    status, _ = await http.get("/apis/example.com/v1")
+    assert status == 404
+
+
+async def test_cluster_scoped_crd_is_served_without_namespace(http):
+    from apiserver_helpers import widget_crd
+
+    crd = widget_crd(scope="Cluster")
+    assert (await http.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd))[0] == 201
+    status, w = await http.post("/apis/example.com/v1/widgets", widget("cw"))
+    assert status == 201 and "namespace" not in w["metadata"]
+    assert (await http.get("/apis/example.com/v1/namespaces/default/widgets"))[0] == 404
+
+
+async def test_list_limit_and_continue_pages_through_everything_once(http):
+    for i in range(7):
+        await http.post(NODES, node(f"n{i}"))
+    names, cont = [], None
+    while True:
+        params = {"limit": 3} | ({"continue": cont} if cont else {})
+        _, page = await http.get(NODES, **params)
+        names += [o["metadata"]["name"] for o in page["items"]]
+        cont = page["metadata"].get("continue")
+        if not cont:
+            break
+    assert names == [f"n{i}" for i in range(7)]
+
+
+async def test_list_reports_current_resource_version(http, api):
+    await http.post(NODES, node("n1"))
+    _, lst = await http.get(NODES)
+    assert lst["kind"] == "NodeList" and lst["metadata"]["resourceVersion"] == str(api.store.rv)
+
+
+async def test_dry_run_create_persists_nothing(http):
+    status, _ = await http.post(NODES, node("dry"), dryRun="All")
+    assert status == 201
+    assert (await http.get(NODES + "/dry"))[0] == 404
+
+
+async def test_namespace_deletion_removes_its_contents_then_itself(http, api):
+    from apiserver_helpers import wait_for
+
+    await http.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tmp"}})
+    await http.post("/api/v1/namespaces/tmp/configmaps",
+                    {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}})
+    status, ns = await http.delete("/api/v1/namespaces/tmp")
+    assert status == 200 and ns["status"]["phase"] == "Terminating"
+
+    async def gone():
+        return (await http.get("/api/v1/namespaces/tmp"))[0] == 404
+
+    await wait_for(gone)
+    assert (await http.get("/api/v1/namespaces/tmp/configmaps/c"))[0] == 404
