@@ -268,3 +268,25 @@ async def test_auth_flood_is_bounded_by_evicting_the_oldest_sessions(kbs: Kbs, m
             async with http.post(f"{kbs.url}/kbs/v0/auth", json={"version": "0.4.0", "tee": "snp"}) as r:
                 assert r.status == 200
     assert len(kbs.server.sessions) == 5
+
+
+@pytest.mark.parametrize("offered", [5, "sha384", [1, 2], ["md5"]])
+async def test_unusable_hash_algorithm_offers_are_refused_with_400(kbs: Kbs, offered):
+    body = {"version": "0.4.0", "tee": "snp", "extra-params": {"supported-hash-algorithms": offered}}
+    async with aiohttp.ClientSession() as http, http.post(f"{kbs.url}/kbs/v0/auth", json=body) as r:
+        status, kind, detail = await _problem(r)
+    assert (status, kind) == (400, "InvalidRequest") and "hash" in detail and "sha384" in detail
+
+
+async def test_guest_offering_only_sha512_binds_its_evidence_with_sha512(kbs: Kbs):
+    body = {"version": "0.4.0", "tee": "snp", "extra-params": {"supported-hash-algorithms": ["sha512"]}}
+    key = public_jwk(ec.generate_private_key(ec.SECP256R1()).public_key())
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.post(f"{kbs.url}/kbs/v0/auth", json=body) as r:
+            challenge = protocol.Challenge.model_validate(await r.json())
+        assert challenge.extra_params == {"selected-hash-algorithm": "sha512"}
+        built = build_attestation(challenge, key, kbs.snp, [kbs.gpu])
+        assert built.report_data == hashlib.sha512(protocol.jcs(protocol.runtime_data_object(
+            challenge.nonce, key, built.attestation.tee_evidence.additional_evidence))).digest()
+        async with http.post(f"{kbs.url}/kbs/v0/attest", json=built.attestation.to_wire()) as r:
+            assert r.status == 200

@@ -26,7 +26,9 @@ json_values = st.recursive(
 # Bodies shaped like the real messages, with any value in any slot.
 request_like = st.fixed_dictionaries(
     {}, optional={"version": st.sampled_from(["0.4.0", "0.3.0", ""]) | json_values,
-                  "tee": st.sampled_from(["snp", "nvidia", "tdx"]) | json_values, "extra-params": json_values})
+                  "tee": st.sampled_from(["snp", "nvidia", "tdx"]) | json_values,
+                  "extra-params": st.fixed_dictionaries({}, optional={"supported-hash-algorithms": json_values})
+                  | json_values})
 attestation_like = st.fixed_dictionaries(
     {}, optional={
         "init-data": st.fixed_dictionaries({}, optional={"format": json_values, "body": json_values}) | json_values,

@@ -132,9 +132,13 @@ def gpu_nonce(nonce: str, tee_pubkey: dict[str, Any], alg: str = DEFAULT_HASH) -
 def selected_hash(request: Request) -> str:
     """The hash the guest will use: sha384 unless it offered only others (Trustee's default is sha384)."""
     offered = request.extra_params.get("supported-hash-algorithms") if isinstance(request.extra_params, dict) else None
+    if offered is None:
+        return DEFAULT_HASH
+    if not isinstance(offered, list) or not all(isinstance(a, str) for a in offered):
+        raise ProtocolError("extra-params.supported-hash-algorithms must be a list of names such as \"sha384\"")
     if not offered or DEFAULT_HASH in offered:
         return DEFAULT_HASH
     for alg in offered:
         if alg in HASH_ALGORITHMS:
             return alg
-    raise ProtocolError(f"none of the offered hash algorithms {offered!r} is supported; accepted: {HASH_ALGORITHMS}")
+    raise ProtocolError(f"none of the offered hash algorithms {offered!r} is supported; accepted: {', '.join(HASH_ALGORITHMS)}")
