@@ -10,12 +10,14 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kbs_fakes import FakeGpu, FakeGpuVerifier, FakeSnp, FakeSnpVerifier
 from kbs_fixtures import ADMIN_TOKEN
 
 from ccgpu.attest.appraisal import Appraiser
+from ccgpu.attest.jwe import public_jwk
 from ccgpu.attest.kbs import KbsServer, ResourceStore, serve
 
 json_values = st.recursive(
@@ -32,16 +34,23 @@ request_like = st.fixed_dictionaries(
     {"version": mostly("0.4.0", st.sampled_from(["0.3.0", ""]) | json_values),
      "tee": mostly("snp", st.sampled_from(["nvidia", "tdx"]) | json_values)},
     optional={"extra-params": st.one_of(offer, offer, st.just({}), json_values)})
+_VALID_KEY = public_jwk(ec.generate_private_key(ec.SECP256R1()).public_key())
+tee_pubkey = st.one_of(st.just(_VALID_KEY), st.just(_VALID_KEY), st.fixed_dictionaries(
+    {}, optional={"kty": st.sampled_from(["EC", "RSA"]), "crv": st.sampled_from(["P-256", "P-384", "X"]),
+                  "x": st.text(max_size=44), "y": st.text(max_size=44)}), json_values)
+primary = st.one_of(st.fixed_dictionaries({}, optional={"body": st.text(max_size=20) | json_values,
+                                                         "signature": st.text(max_size=20) | json_values}),
+                    json_values)
 attestation_like = st.fixed_dictionaries(
-    {}, optional={
-        "init-data": st.fixed_dictionaries({}, optional={"format": json_values, "body": json_values}) | json_values,
-        "runtime-data": st.fixed_dictionaries({}, optional={"nonce": json_values, "tee-pubkey": st.fixed_dictionaries(
-            {}, optional={"kty": st.sampled_from(["EC", "RSA"]), "crv": st.sampled_from(["P-256", "P-384", "X"]),
-                          "x": st.text(max_size=44), "y": st.text(max_size=44)}) | json_values}) | json_values,
-        "tee-evidence": st.fixed_dictionaries({}, optional={
-            "primary_evidence": json_values,
-            "additional_evidence": st.text(max_size=40) | json_values.map(json.dumps)}) | json_values,
-    })
+    {"runtime-data": mostly({"nonce": "session", "tee-pubkey": _VALID_KEY}, json_values).flatmap(
+        lambda rd: st.fixed_dictionaries({"nonce": st.just("x"), "tee-pubkey": tee_pubkey})
+        if isinstance(rd, dict) and rd.get("nonce") == "session" else st.just(rd)),
+     "tee-evidence": st.one_of(st.fixed_dictionaries({"primary_evidence": primary}, optional={
+         "additional_evidence": st.text(max_size=40) | json_values.map(json.dumps)
+         | st.builds(lambda ev: json.dumps({"nvidia": ev}), json_values)}), json_values)},
+    optional={"init-data": st.fixed_dictionaries({}, optional={"format": json_values, "body": json_values})
+              | st.builds(lambda b: {"format": "toml", "body": b}, st.text(max_size=30)) | json_values},
+)
 bodies = st.one_of(json_values.map(lambda v: json.dumps(v).encode()), st.binary(max_size=64),
                    request_like.map(lambda v: json.dumps(v).encode()),
                    attestation_like.map(lambda v: json.dumps(v).encode()))
@@ -102,7 +111,7 @@ def test_garbled_auth_bodies_never_crash_the_server(background: Background, body
 
 
 @FUZZ
-@given(body=bodies)
+@given(body=st.one_of(*[attestation_like.map(lambda v: json.dumps(v).encode())] * 3, bodies))
 def test_garbled_attest_bodies_never_crash_the_server(background: Background, body: bytes):
     """Where the body has a runtime-data object, it gets the session's nonce so the deeper checks run too."""
     cookie, nonce = _session(background)
