@@ -290,3 +290,22 @@ async def test_guest_offering_only_sha512_binds_its_evidence_with_sha512(kbs: Kb
             challenge.nonce, key, built.attestation.tee_evidence.additional_evidence))).digest()
         async with http.post(f"{kbs.url}/kbs/v0/attest", json=built.attestation.to_wire()) as r:
             assert r.status == 200
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("GET", "/kbs/v0/auth", 405), ("POST", "/kbs/v0/nothing", 404), ("DELETE", "/kbs/v0/resource/a/b/c", 405)])
+async def test_unknown_endpoints_and_methods_answer_problem_json(kbs: Kbs, method, path, status):
+    async with aiohttp.ClientSession() as http, http.request(method, f"{kbs.url}{path}") as r:
+        got, _, detail = await _problem(r)
+    assert got == status and path in detail
+
+
+async def test_an_unexpected_failure_is_a_500_problem_that_leaks_nothing(kbs: Kbs, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("secret internal state")
+
+    monkeypatch.setattr(kbs.server.appraiser, "appraise", boom)
+    async with KbsClient(kbs.url, kbs.snp, [kbs.gpu]) as client:
+        with pytest.raises(KbsClientError) as err:
+            await client.attest()
+    assert err.value.status == 500 and "secret internal state" not in err.value.detail

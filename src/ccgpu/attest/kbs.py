@@ -61,9 +61,12 @@ class Problem(Exception):
         self.kind, self.detail = kind, detail
 
     def response(self) -> web.Response:
-        body = {"type": ERROR_TYPE_BASE + self.kind, "title": self.kind, "status": _STATUS[self.kind],
-                "detail": self.detail}
-        return web.json_response(body, status=_STATUS[self.kind], content_type="application/problem+json")
+        return _problem_response(self.kind, _STATUS[self.kind], self.detail)
+
+
+def _problem_response(kind: str, status: int, detail: str) -> web.Response:
+    body = {"type": ERROR_TYPE_BASE + kind, "title": kind, "status": status, "detail": detail}
+    return web.json_response(body, status=status, content_type="application/problem+json")
 
 
 @dataclass
@@ -147,14 +150,15 @@ class KbsServer:
             log.info("%s %s refused: %s: %s", request.method, request.path, p.kind, p.detail)
             return p.response()
         except web.HTTPException as e:
-            if e.status == 404:
-                return Problem("NotFound", f"no endpoint {request.method} {request.path}").response()
-            if e.status == 413:
-                return web.json_response(
-                    {"type": ERROR_TYPE_BASE + "InvalidRequest", "status": 413,
-                     "detail": f"body larger than {MAX_BODY} bytes"},
-                    status=413, content_type="application/problem+json")
-            raise
+            if e.status < 400:
+                raise
+            detail = {404: f"no endpoint {request.method} {request.path}",
+                      405: f"{request.method} is not allowed on {request.path}",
+                      413: f"body larger than {MAX_BODY} bytes"}.get(e.status, e.reason)
+            return _problem_response("NotFound" if e.status == 404 else "InvalidRequest", e.status, detail)
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            return _problem_response("InternalError", 500, "internal error; the KBS log has the details")
 
     # --- RCAR ---------------------------------------------------------------------------------------------------
 
