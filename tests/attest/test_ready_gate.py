@@ -83,3 +83,28 @@ def test_file_backend_writes_the_state_atomically(tmp_path):
     assert backend.is_ready() and (tmp_path / "gpus-ready").read_text() == "1\n"
     backend.set_ready(False)
     assert not backend.is_ready()
+
+
+async def test_unreachable_kbs_fails_closed_even_if_boot_set_the_gpus_ready(kbs: Kbs):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket closes
+    backend = MemoryReadyState(ready=True)
+    async with KbsClient(f"http://127.0.0.1:{port}", kbs.snp, [kbs.gpu]) as client:
+        result = await run_ready_gate(client, backend)
+    assert not result.ready and not backend.ready and "did not complete" in result.reason
+
+
+async def test_attester_failure_fails_closed(kbs: Kbs):
+    class BrokenGpu:
+        name = "nvidia"
+
+        def evidence(self, nonce: bytes):
+            raise RuntimeError("NVML: GPU is lost")
+
+    backend = MemoryReadyState(ready=True)
+    async with KbsClient(kbs.url, kbs.snp, [BrokenGpu()]) as client:
+        result = await run_ready_gate(client, backend)
+    assert not backend.ready and "GPU is lost" in result.reason

@@ -118,6 +118,9 @@ async def run_ready_gate(
     except (KbsClientError, ear.TokenError) as e:
         backend.set_ready(False)
         return GateResult(False, f"attestation refused: {e}", {})
+    except Exception as e:  # unreachable KBS, attester failure, ...: the gate fails closed
+        backend.set_ready(False)
+        return GateResult(False, f"attestation did not complete: {type(e).__name__}: {e}", {})
     statuses = {n: s.get("ear.status", "none") for n, s in claims.get("submods", {}).items()}
     reason = judge(claims, client.tee_pubkey, min_gpus=min_gpus)
     if reason is not None:
