@@ -276,14 +276,17 @@ def attest_get_resource(
     import asyncio
     import sys
 
+    import aiohttp
+
     from ccgpu.attest import kbs_cli
+    from ccgpu.attest.attester import AttesterError
     from ccgpu.attest.client import KbsClientError
     from ccgpu.attest.storage import atomic_write
 
     cpu, gpus = _guest_attesters(attester, sim_guest, not no_gpu)
     try:
         secret = asyncio.run(kbs_cli.fetch_resource(kbs_url, uri, cpu, gpus))
-    except (KbsClientError, ValueError, OSError) as e:
+    except (KbsClientError, AttesterError, aiohttp.ClientError, TimeoutError, ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
     if output is not None:
