@@ -12,6 +12,7 @@ import urllib.request
 
 import pytest
 
+from ccgpu.sim.guest import save_guest
 from tests.conftest import ccgpu_command, ccgpu_env
 
 ADMIN_TOKEN = "cli-test-admin-token-0123456789"
@@ -38,8 +39,9 @@ def _wait_healthy(url: str, proc: subprocess.Popen, deadline_s: float = 60) -> N
 
 
 @pytest.fixture(scope="module")
-def kbs_process(tmp_path_factory):
+def kbs_process(tmp_path_factory, sim_guest):
     base = tmp_path_factory.mktemp("kbs-cli")
+    save_guest(sim_guest, base / "guest")  # the session's guest: no second set of RSA-4096 test roots to make
     (base / "admin-token").write_text(ADMIN_TOKEN + "\n")
     port = _free_port()
     proc = subprocess.Popen(  # noqa: S603 (our own CLI, fixed argv)
