@@ -222,6 +222,7 @@ def _guest_attesters(attester: str, sim_guest: Path | None, with_gpus: bool) -> 
 
 
 _SIM_GUEST_HELP = "Simulated guest identity directory (made on first use); the KBS then trusts that guest."
+_KBS_CERT_HELP = "For an https KBS: its certificate or CA (PEM) to trust instead of the system's CAs."
 
 
 @attest_app.command("kbs")
@@ -236,6 +237,8 @@ def attest_kbs(
     snp_chain: Annotated[Path | None, typer.Option("--snp-chain", help="ASK/ARK PEM to trust; default AMD's.")] = None,
     gpu_root: Annotated[Path | None, typer.Option("--gpu-root", help="GPU device root PEM; default NVIDIA's.")] = None,
     sim_guest: Annotated[Path | None, typer.Option("--sim-guest", help=_SIM_GUEST_HELP)] = None,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="Serve HTTPS: certificate chain PEM.")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Serve HTTPS: private key PEM.")] = None,
 ) -> None:
     """Run the Key Broker Service (Trustee KBS protocol 0.4.0) until SIGINT/SIGTERM."""
     import asyncio
@@ -260,7 +263,11 @@ def attest_kbs(
         )
     server = kbs_cli.build_server(data_dir, token, verifiers, session_timeout_s=session_timeout,
                                   reference_values=reference)
-    asyncio.run(kbs_cli.serve_until_stopped(server, host, port))
+    try:
+        asyncio.run(kbs_cli.serve_until_stopped(server, host, port, tls_cert=tls_cert, tls_key=tls_key))
+    except (kbs_cli.CommandError, OSError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
 
 
 @attest_app.command("get-resource")
@@ -271,6 +278,7 @@ def attest_get_resource(
     sim_guest: Annotated[Path | None, typer.Option("--sim-guest", help=_SIM_GUEST_HELP)] = None,
     no_gpu: Annotated[bool, typer.Option("--no-gpu", help="Attest the CPU only.")] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the secret here (0600).")] = None,
+    kbs_cert: Annotated[Path | None, typer.Option("--kbs-cert", help=_KBS_CERT_HELP)] = None,
 ) -> None:
     """Attest to a KBS and fetch one resource (the secret goes to stdout or --output)."""
     import asyncio
@@ -285,7 +293,7 @@ def attest_get_resource(
 
     cpu, gpus = _guest_attesters(attester, sim_guest, not no_gpu)
     try:
-        secret = asyncio.run(kbs_cli.fetch_resource(kbs_url, uri, cpu, gpus))
+        secret = asyncio.run(kbs_cli.fetch_resource(kbs_url, uri, cpu, gpus, kbs_cert=kbs_cert))
     except (KbsClientError, AttesterError, aiohttp.ClientError, TimeoutError, ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
@@ -308,6 +316,7 @@ def attest_ready_gate(
         Path | None, typer.Option("--token-key", help="KBS token-signer JWK (token-signer.jwk.json) to pin.")
     ] = None,
     min_gpus: Annotated[int, typer.Option("--min-gpus", help="GPU submods the verdict must cover.")] = 1,
+    kbs_cert: Annotated[Path | None, typer.Option("--kbs-cert", help=_KBS_CERT_HELP)] = None,
 ) -> None:
     """Set the GPUs' CC ready state only after the KBS affirmed CPU and GPU evidence; else leave them not-ready."""
     import asyncio
@@ -317,7 +326,8 @@ def attest_ready_gate(
 
     cpu, gpus = _guest_attesters(attester, sim_guest, True)
     backend = FileReadyState(state_file) if state_file is not None else NvmlReadyState()
-    result = asyncio.run(kbs_cli.ready_gate(kbs_url, cpu, gpus, backend, token_key=token_key, min_gpus=min_gpus))
+    result = asyncio.run(kbs_cli.ready_gate(kbs_url, cpu, gpus, backend, token_key=token_key, min_gpus=min_gpus,
+                                            kbs_cert=kbs_cert))
     typer.echo(("ready: " if result.ready else "not ready: ") + result.reason, err=not result.ready)
     raise typer.Exit(0 if result.ready else 1)
 

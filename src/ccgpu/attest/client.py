@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
@@ -95,6 +97,7 @@ class KbsClient:
         devices: list[DeviceAttester] | None = None,
         *,
         init_data: protocol.InitData | None = None,
+        kbs_cert: Path | None = None,
         timeout_s: float = 30,
     ) -> None:
         self.url = url.rstrip("/")
@@ -104,8 +107,12 @@ class KbsClient:
         self.key = ec.generate_private_key(ec.SECP256R1())
         self.tee_pubkey = jwe.public_jwk(self.key.public_key())
         self.token: str | None = None
+        # HTTPS: the system's CAs, or only `kbs_cert` (the KBS's certificate or its CA, PEM) when given.
+        tls = ssl.create_default_context(cafile=str(kbs_cert)) if kbs_cert is not None else None
         self._http = aiohttp.ClientSession(
-            cookie_jar=aiohttp.CookieJar(unsafe=True), timeout=aiohttp.ClientTimeout(total=timeout_s)
+            cookie_jar=aiohttp.CookieJar(unsafe=True),
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+            connector=aiohttp.TCPConnector(ssl=tls) if tls is not None else None,
         )
 
     async def __aenter__(self) -> KbsClient:

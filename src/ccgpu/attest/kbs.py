@@ -13,6 +13,7 @@ import binascii
 import hmac
 import json
 import logging
+import ssl
 import time
 import uuid
 from collections.abc import Callable
@@ -359,9 +360,19 @@ class KbsServer:
             raise Problem("InvalidRequest", str(e)) from e
 
 
-async def serve(server: KbsServer, host: str, port: int) -> web.AppRunner:
-    """Start the KBS on host:port; returns the runner (call `cleanup()` to stop)."""
+def tls_context(cert_pem: Path, key_pem: Path) -> ssl.SSLContext:
+    """Server TLS (1.2+) from a certificate chain and its key, as Trustee's KBS serves HTTPS."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert_pem, key_pem)
+    return ctx
+
+
+async def serve(
+    server: KbsServer, host: str, port: int, *, tls: ssl.SSLContext | None = None
+) -> web.AppRunner:
+    """Start the KBS on host:port (HTTPS when `tls` is given); returns the runner (call `cleanup()` to stop)."""
     runner = web.AppRunner(server.app(), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await web.TCPSite(runner, host, port, ssl_context=tls).start()
     return runner

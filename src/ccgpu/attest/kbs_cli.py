@@ -22,7 +22,7 @@ from joserfc.jwk import ECKey
 from ccgpu.attest.appraisal import Appraiser
 from ccgpu.attest.client import Attester, DeviceAttester, KbsClient
 from ccgpu.attest.ear import TokenSigner
-from ccgpu.attest.kbs import KbsServer, ResourceStore, serve
+from ccgpu.attest.kbs import KbsServer, ResourceStore, serve, tls_context
 from ccgpu.attest.policy import PolicyStore
 from ccgpu.attest.ready_gate import GateResult, ReadyStateBackend, run_ready_gate
 from ccgpu.attest.rvps import ReferenceValueStore
@@ -83,23 +83,33 @@ def build_server(
                      session_timeout_s=session_timeout_s)
 
 
-async def serve_until_stopped(server: KbsServer, host: str, port: int) -> None:
+async def serve_until_stopped(
+    server: KbsServer, host: str, port: int, *, tls_cert: Path | None = None, tls_key: Path | None = None
+) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    runner = await serve(server, host, port)
+    if (tls_cert is None) != (tls_key is None):
+        raise CommandError("--tls-cert and --tls-key go together (both for HTTPS, neither for plain HTTP)")
+    tls = tls_context(tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
+    if tls is None and host not in ("127.0.0.1", "::1", "localhost"):
+        log.warning("serving plain HTTP on %s: the admin token and tokens travel unencrypted; use --tls-cert", host)
+    runner = await serve(server, host, port, tls=tls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     bound = ", ".join(f"{a[0]}:{a[1]}" for a in runner.addresses)
-    print(f"ccgpu KBS listening on {bound} (protocol 0.4.0)", file=sys.stderr, flush=True)
+    scheme = "https" if tls else "http"
+    print(f"ccgpu KBS listening on {scheme}://{bound} (protocol 0.4.0)", file=sys.stderr, flush=True)
     try:
         await stop.wait()
     finally:
         await runner.cleanup()
 
 
-async def fetch_resource(url: str, uri: str, attester: Attester, devices: list[DeviceAttester]) -> bytes:
-    async with KbsClient(url, attester, devices) as client:
+async def fetch_resource(
+    url: str, uri: str, attester: Attester, devices: list[DeviceAttester], *, kbs_cert: Path | None = None
+) -> bytes:
+    async with KbsClient(url, attester, devices, kbs_cert=kbs_cert) as client:
         return await client.get_resource(uri)
 
 
@@ -111,7 +121,8 @@ async def ready_gate(
     *,
     token_key: Path | None = None,
     min_gpus: int = 1,
+    kbs_cert: Path | None = None,
 ) -> GateResult:
     keys = [json.loads(token_key.read_text())] if token_key is not None else None
-    async with KbsClient(url, attester, devices) as client:
+    async with KbsClient(url, attester, devices, kbs_cert=kbs_cert) as client:
         return await run_ready_gate(client, backend, trusted_token_keys=keys, min_gpus=min_gpus)
