@@ -205,14 +205,17 @@ def attest_verify_gpu(
     raise typer.Exit(verify_cli.run(verify_cli.verify_gpu_files, evidence=evidence, certs=certs, root=root, nonce=nonce))
 
 
-def _guest_attesters(attester: str, sim_guest: Path | None, with_gpus: bool) -> tuple:
+def _guest_attesters(attester: str, sim_guest: Path | None, with_gpus: bool, init_data=None) -> tuple:
     """The guest's CPU attester and GPU attesters: production (`snp`: SEV-SNP + NVML) or simulated (`sim`)."""
     if attester == "sim":
+        from ccgpu.attest.appraisal import init_data_digest
         from ccgpu.sim.guest import load_or_create_guest
 
         if sim_guest is None:
             raise typer.BadParameter("--attester sim needs --sim-guest DIR (the simulated guest's identity)")
         guest = load_or_create_guest(sim_guest)
+        if init_data is not None:  # the simulated host launched this guest with that init-data
+            guest.cpu.host_data = init_data_digest(init_data)
         return guest.cpu, [guest.gpu] if with_gpus else []
     if attester == "snp":
         from ccgpu.attest.attester import NvmlGpuAttester, SnpAttester
@@ -223,6 +226,13 @@ def _guest_attesters(attester: str, sim_guest: Path | None, with_gpus: bool) -> 
 
 _SIM_GUEST_HELP = "Simulated guest identity directory (made on first use); the KBS then trusts that guest."
 _KBS_CERT_HELP = "For an https KBS: its certificate or CA (PEM) to trust instead of the system's CAs."
+_INIT_DATA_HELP = "Init-data TOML this guest was launched with (its digest is the report's HOST_DATA)."
+
+
+def _init_data(path: Path | None):
+    from ccgpu.attest.protocol import InitData
+
+    return InitData(format="toml", body=path.read_text()) if path is not None else None
 
 
 @attest_app.command("kbs")
@@ -279,6 +289,7 @@ def attest_get_resource(
     no_gpu: Annotated[bool, typer.Option("--no-gpu", help="Attest the CPU only.")] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the secret here (0600).")] = None,
     kbs_cert: Annotated[Path | None, typer.Option("--kbs-cert", help=_KBS_CERT_HELP)] = None,
+    init_data: Annotated[Path | None, typer.Option("--init-data", help=_INIT_DATA_HELP)] = None,
 ) -> None:
     """Attest to a KBS and fetch one resource (the secret goes to stdout or --output)."""
     import asyncio
@@ -291,9 +302,10 @@ def attest_get_resource(
     from ccgpu.attest.client import KbsClientError
     from ccgpu.attest.storage import atomic_write
 
-    cpu, gpus = _guest_attesters(attester, sim_guest, not no_gpu)
+    initdata = _init_data(init_data)
+    cpu, gpus = _guest_attesters(attester, sim_guest, not no_gpu, initdata)
     try:
-        secret = asyncio.run(kbs_cli.fetch_resource(kbs_url, uri, cpu, gpus, kbs_cert=kbs_cert))
+        secret = asyncio.run(kbs_cli.fetch_resource(kbs_url, uri, cpu, gpus, kbs_cert=kbs_cert, init_data=initdata))
     except (KbsClientError, AttesterError, aiohttp.ClientError, TimeoutError, ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
@@ -317,6 +329,7 @@ def attest_ready_gate(
     ] = None,
     min_gpus: Annotated[int, typer.Option("--min-gpus", help="GPU submods the verdict must cover.")] = 1,
     kbs_cert: Annotated[Path | None, typer.Option("--kbs-cert", help=_KBS_CERT_HELP)] = None,
+    init_data: Annotated[Path | None, typer.Option("--init-data", help=_INIT_DATA_HELP)] = None,
 ) -> None:
     """Set the GPUs' CC ready state only after the KBS affirmed CPU and GPU evidence; else leave them not-ready."""
     import asyncio
@@ -324,10 +337,11 @@ def attest_ready_gate(
     from ccgpu.attest import kbs_cli
     from ccgpu.attest.ready_gate import FileReadyState, NvmlReadyState
 
-    cpu, gpus = _guest_attesters(attester, sim_guest, True)
+    initdata = _init_data(init_data)
+    cpu, gpus = _guest_attesters(attester, sim_guest, True, initdata)
     backend = FileReadyState(state_file) if state_file is not None else NvmlReadyState()
     result = asyncio.run(kbs_cli.ready_gate(kbs_url, cpu, gpus, backend, token_key=token_key, min_gpus=min_gpus,
-                                            kbs_cert=kbs_cert))
+                                            kbs_cert=kbs_cert, init_data=initdata))
     typer.echo(("ready: " if result.ready else "not ready: ") + result.reason, err=not result.ready)
     raise typer.Exit(0 if result.ready else 1)
 

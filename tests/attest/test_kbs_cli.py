@@ -114,3 +114,13 @@ def test_admin_token_is_not_stored_in_the_kbs_data_directory(kbs_process):
     _, base = kbs_process
     files = [f for f in (base / "data").rglob("*") if f.is_file()]
     assert files and not [f for f in files if ADMIN_TOKEN.encode() in f.read_bytes()]
+
+
+def test_get_resource_with_init_data_binds_it_through_host_data(kbs_process, tmp_path):
+    url, base = kbs_process
+    init = tmp_path / "initdata.toml"
+    init.write_text('version = "0.1.0"\nalgorithm = "sha384"\n[data]\n"aa.toml" = "[token_configs.kbs]"\n')
+    out = _run("attest", "get-resource", "kbs:///default/key/model", "--kbs-url", url, "--attester", "sim",
+               "--sim-guest", str(base / "guest"), "--init-data", str(init))
+    assert out.returncode == 0, out.stderr.decode()
+    assert out.stdout == b"cli secret"

@@ -140,3 +140,17 @@ def test_saved_simulated_guest_loads_with_the_same_identity(tmp_path, sim_guest)
     [gpu] = sim_guest.verifiers()["nvidia"].verify(loaded.gpu.evidence(nonce), expected_binding=nonce,
                                                    init_data_digest=None)
     assert gpu["x-nvidia-gpu-attestation-report-signature-verified"] is True
+
+
+async def test_init_data_other_than_the_launch_host_data_is_refused(sim_kbs: SimKbs):
+    from ccgpu.attest.appraisal import init_data_digest
+
+    launched = protocol.InitData(body='version = "0.1.0"\nalgorithm = "sha256"\n[data]\n"policy.rego" = "allow"\n')
+    claimed = protocol.InitData(body=launched.body.replace("allow", "allow everything"))
+    cpu = dataclasses.replace(sim_kbs.guest.cpu, host_data=init_data_digest(launched))
+    async with KbsClient(sim_kbs.url, cpu, [sim_kbs.guest.gpu], init_data=launched) as client:
+        assert await client.get_resource(URI) == SECRET
+    async with KbsClient(sim_kbs.url, cpu, [sim_kbs.guest.gpu], init_data=claimed) as client:
+        with pytest.raises(KbsClientError) as err:
+            await client.get_resource(URI)
+    assert (err.value.status, err.value.kind) == (401, "AttestationFailed") and "host_data" in err.value.detail

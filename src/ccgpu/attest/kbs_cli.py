@@ -24,6 +24,7 @@ from ccgpu.attest.client import Attester, DeviceAttester, KbsClient
 from ccgpu.attest.ear import TokenSigner
 from ccgpu.attest.kbs import KbsServer, ResourceStore, serve, tls_context
 from ccgpu.attest.policy import PolicyStore
+from ccgpu.attest.protocol import InitData
 from ccgpu.attest.ready_gate import GateResult, ReadyStateBackend, run_ready_gate
 from ccgpu.attest.rvps import ReferenceValueStore
 from ccgpu.attest.storage import atomic_write
@@ -107,9 +108,15 @@ async def serve_until_stopped(
 
 
 async def fetch_resource(
-    url: str, uri: str, attester: Attester, devices: list[DeviceAttester], *, kbs_cert: Path | None = None
+    url: str,
+    uri: str,
+    attester: Attester,
+    devices: list[DeviceAttester],
+    *,
+    kbs_cert: Path | None = None,
+    init_data: InitData | None = None,
 ) -> bytes:
-    async with KbsClient(url, attester, devices, kbs_cert=kbs_cert) as client:
+    async with KbsClient(url, attester, devices, kbs_cert=kbs_cert, init_data=init_data) as client:
         return await client.get_resource(uri)
 
 
@@ -122,7 +129,8 @@ async def ready_gate(
     token_key: Path | None = None,
     min_gpus: int = 1,
     kbs_cert: Path | None = None,
+    init_data: InitData | None = None,
 ) -> GateResult:
     keys = [json.loads(token_key.read_text())] if token_key is not None else None
-    async with KbsClient(url, attester, devices, kbs_cert=kbs_cert) as client:
+    async with KbsClient(url, attester, devices, kbs_cert=kbs_cert, init_data=init_data) as client:
         return await run_ready_gate(client, backend, trusted_token_keys=keys, min_gpus=min_gpus)
