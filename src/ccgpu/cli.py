@@ -24,6 +24,12 @@ app.add_typer(attest_app, name="attest")
 verify_app = typer.Typer(help="Verify SNP or GPU evidence offline and print its claims as JSON.", no_args_is_help=True)
 attest_app.add_typer(verify_app, name="verify")
 
+containerd_config_app = typer.Typer(
+    help="Add or remove the containerd runtimes for the Kata runtime classes (drop-in + imports entry).",
+    no_args_is_help=True,
+)
+agent_app.add_typer(containerd_config_app, name="containerd-config")
+
 
 @app.command()
 def version() -> None:
@@ -98,6 +104,36 @@ def agent_device_plugin(
         host_root, cdi_dir, device_plugin_dir, gpu_alias, nvswitch_alias, pci_env, wait_for_validations, once,
         node_name,
     )
+
+
+@app.command()
+def simulate(
+    profile: Annotated[str, typer.Option("--profile", "-p", help="Simulated host profile (ccgpu sim host --list-profiles).")] = "8xh100-snp",
+    json_output: Annotated[bool, typer.Option("--json", help="Print the doctor report as JSON.")] = False,
+) -> None:
+    """Build a simulated confidential GPU node and preflight it (the full cluster-in-a-box lands with issue 7)."""
+    import json
+    import tempfile
+
+    from rich.console import Console
+
+    from ccgpu.hw import doctor as doc
+    from ccgpu.hw.doctor_output import render_table, report_json
+    from ccgpu.sim import host as simhost
+    from ccgpu.sim.profiles import ProfileError
+
+    with tempfile.TemporaryDirectory(prefix="ccgpu-simulate-") as tmp:
+        try:
+            simhost.SimulatedHost.create(f"{tmp}/host", profile, gpu_driver="vfio-pci")
+        except (ProfileError, simhost.SimHostError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        report = doc.diagnose(f"{tmp}/host", doc.Workload.VM_PASSTHROUGH)
+    if json_output:
+        typer.echo(json.dumps(report_json(report), indent=2))
+    else:
+        render_table(report, Console())
+    raise typer.Exit(0 if report.ready else 1)
 
 
 @app.command()
@@ -357,6 +393,62 @@ def sim_apiserver(
     from ccgpu.sim.apiserver.standalone import run
 
     run(port, kubeconfig_out, seed, announce=lambda line: typer.echo(line, err=False))
+
+_HostRoot = Annotated[str, typer.Option("--host-root", help="The host's root (in a pod, the host mount).")]
+_MainConfig = Annotated[str, typer.Option("--main-config", help="containerd's main config (host path).")]
+_Dropin = Annotated[str, typer.Option("--dropin", help="ccgpu's drop-in file (host path).")]
+_Restart = Annotated[
+    str, typer.Option("--restart", help="How to restart containerd: auto (systemd if booted with it), systemd, signal, none.")
+]
+_Socket = Annotated[str, typer.Option("--containerd-socket", help="containerd's socket (host path), for --restart signal.")]
+_Unit = Annotated[str, typer.Option("--systemd-unit", help="containerd's unit, for --restart systemd.")]
+_Timeout = Annotated[float, typer.Option("--restart-timeout", help="Seconds to wait for containerd to come back.")]
+
+
+@containerd_config_app.command("apply")
+def containerd_config_apply(
+    host_root: _HostRoot = "/",
+    main_config: _MainConfig = "/etc/containerd/config.toml",
+    dropin: _Dropin = "/etc/containerd/conf.d/ccgpu-kata.toml",
+    runtime_class: Annotated[
+        list[str] | None,
+        typer.Option("--runtime-class", help="RuntimeClass handler to add (repeatable; default: all three)."),
+    ] = None,
+    kata_config_dir: Annotated[
+        str, typer.Option("--kata-config-dir", help="Where Kata's shim configs live (host path).")
+    ] = "/opt/kata/share/defaults/kata-containers",
+    containerd_version: Annotated[
+        str | None,
+        typer.Option("--containerd-version", help="The node's containerRuntimeVersion, e.g. containerd://1.7.2."),
+    ] = None,
+    restart: _Restart = "auto",
+    containerd_socket: _Socket = "/run/containerd/containerd.sock",
+    systemd_unit: _Unit = "containerd.service",
+    restart_timeout: _Timeout = 30.0,
+) -> None:
+    """Write the Kata runtimes drop-in, import it from the main config, restart containerd."""
+    from ccgpu.agents import containerd_cli
+
+    containerd_cli.run_apply(
+        host_root, main_config, dropin, runtime_class, kata_config_dir, containerd_version,
+        restart, containerd_socket, systemd_unit, restart_timeout,
+    )  # fmt: skip
+
+
+@containerd_config_app.command("cleanup")
+def containerd_config_cleanup(
+    host_root: _HostRoot = "/",
+    main_config: _MainConfig = "/etc/containerd/config.toml",
+    dropin: _Dropin = "/etc/containerd/conf.d/ccgpu-kata.toml",
+    restart: _Restart = "auto",
+    containerd_socket: _Socket = "/run/containerd/containerd.sock",
+    systemd_unit: _Unit = "containerd.service",
+    restart_timeout: _Timeout = 30.0,
+) -> None:
+    """Remove ccgpu's drop-in and restore the main config byte for byte, then restart containerd."""
+    from ccgpu.agents import containerd_cli
+
+    containerd_cli.run_cleanup(host_root, main_config, dropin, restart, containerd_socket, systemd_unit, restart_timeout)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -1,1 +1,1 @@
-"""Node agents: one module per operand DaemonSet, plus the CDI identity module and the device plugin."""
+"""Node agents: one module per operand DaemonSet, run as `ccgpu agent <name>`."""
