@@ -8,11 +8,15 @@ import struct
 import pytest
 
 from ccgpu.attest.attester import (
+    CERT_TABLE_GUIDS,
+    SNP_GET_EXT_REPORT,
     SNP_GET_REPORT,
     AttesterError,
     NvmlGpuAttester,
     SnpAttester,
+    parse_cert_table,
     snp_evidence_json,
+    snp_ext_report_request,
     snp_report_from_response,
     snp_report_request,
 )
@@ -42,10 +46,38 @@ def test_report_is_taken_from_offset_32_of_the_response_and_firmware_errors_are_
 
 def test_snp_evidence_carries_the_report_in_serde_form_and_the_vcek_as_a_cert_chain_entry(shared):
     report = (shared / "vectors" / "snp" / "test-report.bin").read_bytes()
-    ev = snp_evidence_json(report, b"\x30\x82")
+    ev = snp_evidence_json(report, {"VCEK": b"\x30\x82"})
     assert from_serde(ev["attestation_report"]) == report
     assert ev["attestation_report"]["signature"]["r"] == list(report[0x2A0:0x2E8])
     assert ev["cert_chain"] == [{"cert_type": "VCEK", "data": [0x30, 0x82]}]
+
+
+def _cert_table(entries: dict[str, bytes]) -> bytes:
+    guids = {v: k for k, v in CERT_TABLE_GUIDS.items()}
+    header_len = 24 * (len(entries) + 1)
+    table, data = b"", b""
+    for name, der in entries.items():
+        table += guids[name].bytes + struct.pack("<II", header_len + len(data), len(der))
+        data += der
+    return table + bytes(24) + data
+
+
+def test_host_certificate_table_yields_the_certificates_by_type():
+    blob = _cert_table({"VCEK": b"vcek-der", "ASK": b"ask", "ARK": b"ark-der"}) + bytes(4096)
+    assert parse_cert_table(blob) == {"VCEK": b"vcek-der", "ASK": b"ask", "ARK": b"ark-der"}
+    assert parse_cert_table(b"") == {} and parse_cert_table(bytes(16384)) == {}
+
+
+def test_certificate_table_pointing_outside_the_blob_is_refused():
+    bad = next(iter(CERT_TABLE_GUIDS)).bytes + struct.pack("<II", 4000, 10) + bytes(24)
+    with pytest.raises(AttesterError, match="points outside"):
+        parse_cert_table(bad)
+
+
+def test_ext_report_request_carries_the_certificate_buffer_after_the_report_request():
+    req = snp_ext_report_request(b"\x01" * 64, 0x7F0000001000, 16384)
+    assert len(req) == 112 and struct.unpack_from("<QI", req, 96) == (0x7F0000001000, 16384)
+    assert SNP_GET_EXT_REPORT == 0xC0205302
 
 
 def test_configfs_tsm_report_is_read_from_outblob(tmp_path, shared):
@@ -63,6 +95,7 @@ def test_configfs_tsm_report_is_read_from_outblob(tmp_path, shared):
         (path / "provider").write_text("sev_guest\n")
         (path / "inblob").write_bytes(b"")
         (path / "outblob").write_bytes(report)
+        (path / "auxblob").write_bytes(_cert_table({"VCEK": b"host-vcek"}))
 
     def kernel_rmdir(path):
         for f in path.iterdir():
@@ -77,6 +110,7 @@ def test_configfs_tsm_report_is_read_from_outblob(tmp_path, shared):
     finally:
         mp.undo()
     assert ev["attestation_report"]["measurement"] == [5] * 48
+    assert ev["cert_chain"] == [{"cert_type": "VCEK", "data": list(b"host-vcek")}]
     assert list(base.iterdir()) == []
 
 

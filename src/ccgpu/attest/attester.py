@@ -42,6 +42,33 @@ class _SnpGuestRequest(ctypes.Structure):
 
 
 SNP_GET_REPORT = _iowr("S", 0x0, ctypes.sizeof(_SnpGuestRequest))
+SNP_GET_EXT_REPORT = _iowr("S", 0x2, ctypes.sizeof(_SnpGuestRequest))
+_CERTS_BUFFER_LEN = 4 * 4096  # the kernel wants a whole number of pages
+# Host-provided certificate table (GHCB spec): entries {guid[16], offset u32, length u32}, a zero guid ends it.
+CERT_TABLE_GUIDS = {
+    uuid.UUID("63da758d-e664-4564-adc5-f4b93be8accd"): "VCEK",
+    uuid.UUID("a8074bc2-a25a-483e-aae6-39c045a0b8a1"): "VLEK",
+    uuid.UUID("4ab7b379-bbac-4fe4-a02f-05aef327c782"): "ASK",
+    uuid.UUID("c0b406a4-a803-4952-9743-3fb6014cd0ae"): "ARK",
+}
+
+
+def parse_cert_table(blob: bytes) -> dict[str, bytes]:
+    """The host's certificates by type (VCEK, VLEK, ASK, ARK) from an SNP certificate table; unknown GUIDs
+    (e.g. a CRL) are skipped. An empty blob is an empty table."""
+    certs: dict[str, bytes] = {}
+    for pos in range(0, len(blob) - 23, 24):
+        guid = uuid.UUID(bytes=blob[pos:pos + 16])
+        offset, length = struct.unpack_from("<II", blob, pos + 16)
+        if guid.int == 0:
+            return certs
+        if offset + length > len(blob) or length == 0:
+            raise AttesterError(f"SNP certificate table entry {guid} points outside the {len(blob)}-byte blob")
+        if guid in CERT_TABLE_GUIDS:
+            certs[CERT_TABLE_GUIDS[guid]] = blob[offset:offset + length]
+    if blob:
+        raise AttesterError("SNP certificate table has no terminating entry")
+    return certs
 
 
 def snp_report_request(report_data: bytes, vmpl: int = 0) -> bytes:
@@ -49,6 +76,11 @@ def snp_report_request(report_data: bytes, vmpl: int = 0) -> bytes:
     if len(report_data) > 64:
         raise AttesterError(f"report_data is {len(report_data)} bytes; SNP accepts at most 64")
     return report_data.ljust(64, b"\0") + struct.pack("<I", vmpl) + bytes(28)
+
+
+def snp_ext_report_request(report_data: bytes, certs_address: int, certs_len: int) -> bytes:
+    """struct snp_ext_report_req: snp_report_req, u64 certs_address, u32 certs_len (padded to 8)."""
+    return snp_report_request(report_data) + struct.pack("<QI4x", certs_address, certs_len)
 
 
 def snp_report_from_response(resp: bytes) -> bytes:
@@ -61,14 +93,15 @@ def snp_report_from_response(resp: bytes) -> bytes:
     return resp[_SNP_RESP_REPORT_OFFSET:_SNP_RESP_REPORT_OFFSET + size]
 
 
-def snp_evidence_json(report: bytes, vcek_der: bytes | None = None) -> dict[str, Any]:
+def snp_evidence_json(report: bytes, certs: dict[str, bytes] | None = None) -> dict[str, Any]:
     """Primary evidence as Trustee's snp verifier reads it: the report in the sev crate's serde form and the
-    host-provided VCEK (when there is one) as a cert_chain entry."""
-    return snp_evidence_to_json(report, {"VCEK": vcek_der} if vcek_der else None)
+    host-provided certificates (VCEK or VLEK, ASK, ARK) as cert_chain entries."""
+    return snp_evidence_to_json(report, certs or None)
 
 
 class SnpAttester:
-    """SEV-SNP guest: configfs-tsm when the kernel offers it, else the /dev/sev-guest ioctl."""
+    """SEV-SNP guest: configfs-tsm when the kernel offers it, else the /dev/sev-guest ioctl. Either way the
+    host's certificate table (VCEK/VLEK) goes along, as the attestation-agent's SNP_GET_EXT_REPORT does."""
 
     tee = "snp"
 
@@ -78,17 +111,19 @@ class SnpAttester:
 
     def evidence(self, report_data: bytes) -> dict[str, Any]:
         if self.sysfs.is_dir(TSM_REPORT_DIR):
-            report = self._tsm_report(report_data)
+            report, certs = self._tsm_report(report_data)
         elif self.sysfs.exists(SEV_GUEST_DEV):
-            report = self._ioctl_report(report_data)
+            report, certs = self._ioctl_report(report_data)
         else:
             raise AttesterError(
                 f"no SNP guest interface: neither /{TSM_REPORT_DIR} (configfs-tsm) nor /{SEV_GUEST_DEV} exists; "
                 "is this an SEV-SNP guest with the sev-guest driver loaded?"
             )
-        return snp_evidence_json(report, self.vcek_der)
+        if self.vcek_der:
+            certs["VCEK"] = self.vcek_der
+        return snp_evidence_json(report, certs)
 
-    def _tsm_report(self, report_data: bytes) -> bytes:
+    def _tsm_report(self, report_data: bytes) -> tuple[bytes, dict[str, bytes]]:
         entry = f"{TSM_REPORT_DIR}/ccgpu-{uuid.uuid4().hex}"
         path = self.sysfs.path(entry)
         os.mkdir(path)
@@ -102,28 +137,31 @@ class SnpAttester:
             finally:
                 os.close(fd)
             report = self.sysfs.read_bytes(f"{entry}/outblob")
+            aux = self.sysfs.read_bytes(f"{entry}/auxblob") if self.sysfs.exists(f"{entry}/auxblob") else b""
         finally:
             os.rmdir(path)
         if len(report) < SNP_REPORT_LEN:
             raise AttesterError(f"configfs-tsm outblob is {len(report)} bytes; expected {SNP_REPORT_LEN}")
-        return report[:SNP_REPORT_LEN]
+        return report[:SNP_REPORT_LEN], parse_cert_table(aux)
 
-    def _ioctl_report(self, report_data: bytes) -> bytes:
+    def _ioctl_report(self, report_data: bytes) -> tuple[bytes, dict[str, bytes]]:
         import fcntl
 
-        req = ctypes.create_string_buffer(snp_report_request(report_data), 96)
+        certs = ctypes.create_string_buffer(_CERTS_BUFFER_LEN)
+        req = ctypes.create_string_buffer(snp_ext_report_request(report_data, ctypes.addressof(certs),
+                                                                 _CERTS_BUFFER_LEN))
         resp = ctypes.create_string_buffer(_SNP_RESP_LEN)
         arg = _SnpGuestRequest(1, ctypes.addressof(req), ctypes.addressof(resp), 0)
         fd = os.open(self.sysfs.path(SEV_GUEST_DEV), os.O_RDWR)
         try:
-            fcntl.ioctl(fd, SNP_GET_REPORT, arg)
+            fcntl.ioctl(fd, SNP_GET_EXT_REPORT, arg)
         except OSError as e:
             raise AttesterError(
-                f"SNP_GET_REPORT failed: {errno.errorcode.get(e.errno, e.errno)} (exitinfo2 {arg.exitinfo2:#x})"
+                f"SNP_GET_EXT_REPORT failed: {errno.errorcode.get(e.errno, e.errno)} (exitinfo2 {arg.exitinfo2:#x})"
             ) from e
         finally:
             os.close(fd)
-        return snp_report_from_response(resp.raw)
+        return snp_report_from_response(resp.raw), parse_cert_table(certs.raw)
 
 
 class NvmlGpuAttester:

@@ -37,7 +37,8 @@ class SimSnpAttester:
         report = self.platform.report(
             report_data=report_data, measurement=self.measurement, host_data=self.host_data, policy=self.policy
         )
-        return snp_evidence_json(report, self.platform.vek_der)
+        kind = self.platform.signing_key.value.upper()  # the host's certificate table carries VCEK or VLEK
+        return snp_evidence_json(report, {kind: self.platform.vek_der})
 
 
 @dataclass
