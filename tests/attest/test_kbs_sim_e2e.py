@@ -154,3 +154,28 @@ async def test_init_data_other_than_the_launch_host_data_is_refused(sim_kbs: Sim
         with pytest.raises(KbsClientError) as err:
             await client.get_resource(URI)
     assert (err.value.status, err.value.kind) == (401, "AttestationFailed") and "host_data" in err.value.detail
+
+
+async def test_real_evidence_for_a_nonce_other_than_the_sessions_is_refused(sim_kbs: SimKbs):
+    guest = sim_kbs.guest
+    key = public_jwk(ec.generate_private_key(ec.SECP256R1()).public_key())
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.post(f"{sim_kbs.url}/kbs/v0/auth", json={"version": "0.4.0", "tee": "snp"}) as r:
+            assert r.status == 200
+        own = protocol.Challenge(nonce=protocol.new_nonce())  # evidence made for a nonce of the guest's choosing
+        attestation = build_attestation(own, key, guest.cpu, [guest.gpu]).attestation
+        async with http.post(f"{sim_kbs.url}/kbs/v0/attest", json=attestation.to_wire()) as r:
+            body = await r.json()
+            assert r.status == 401 and body["type"].endswith("/AttestationFailed")
+        async with http.get(f"{sim_kbs.url}/kbs/v0/resource/default/key/model") as r:
+            assert r.status == 401
+    assert "nonce does not match" in body["detail"]
+
+
+async def test_session_expired_after_attesting_with_real_evidence_releases_nothing(sim_kbs: SimKbs):
+    async with KbsClient(sim_kbs.url, sim_kbs.guest.cpu, [sim_kbs.guest.gpu]) as client:
+        await client.attest()
+        sim_kbs.clock.now += sim_kbs.server.session_timeout_s + 1
+        with pytest.raises(KbsClientError) as err:
+            await client.get_resource(URI)
+    assert (err.value.status, err.value.kind) == (401, "ExpiredCookie")
