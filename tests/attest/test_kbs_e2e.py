@@ -309,3 +309,15 @@ async def test_an_unexpected_failure_is_a_500_problem_that_leaks_nothing(kbs: Kb
         with pytest.raises(KbsClientError) as err:
             await client.attest()
     assert err.value.status == 500 and "secret internal state" not in err.value.detail
+
+
+async def test_concurrent_guests_each_get_the_secret_encrypted_to_their_own_key(kbs: Kbs):
+    import asyncio
+
+    clients = [KbsClient(kbs.url, kbs.snp, [kbs.gpu]) for _ in range(6)]
+    try:
+        secrets = await asyncio.gather(*(c.get_resource(URI) for c in clients))
+    finally:
+        await asyncio.gather(*(c.close() for c in clients))
+    assert secrets == [SECRET] * 6
+    assert len({c.tee_pubkey["x"] for c in clients}) == 6

@@ -6,6 +6,7 @@ is the most severe tier in that vector (AR4SI tiers, reference attestation.md §
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -146,6 +147,19 @@ def verify(token: str, trusted_jwks: list[dict[str, Any]], *, now: float | None 
         raise TokenError("token expired")
     if claims.get("eat_profile") != EAT_PROFILE or not isinstance(claims.get("submods"), dict):
         raise TokenError("token is not an EAR token (eat_profile/submods)")
+    return claims
+
+
+def unverified_claims(token: str) -> dict[str, Any]:
+    """The claims of a compact JWT without checking its signature: only for tokens already verified, or
+    verified by someone the caller trusts (for display and logging, never for decisions on untrusted input)."""
+    try:
+        payload = jws.extract_compact(token.encode()).payload
+        claims = json.loads(payload)
+    except (JoseError, ValueError, AttributeError) as e:
+        raise TokenError("token is not a compact JWT with a JSON payload") from e
+    if not isinstance(claims, dict):
+        raise TokenError("token payload is not a JSON object")
     return claims
 
 
