@@ -415,3 +415,19 @@ async def test_lease_passes_to_another_replica_only_after_the_holder_stops_renew
     now[0] += dt.timedelta(seconds=16)  # a crashed: no renewals
     assert await b.try_once()
     assert not await a.try_once()  # a comes back and finds b holding it
+
+
+async def test_invalid_workload_config_gets_a_warning_event_on_the_node_and_the_default_operands(env):
+    """gpu-operator#1871: `kata` is not a workload config; NVIDIA only logged it and deployed `container`."""
+    from lightkube.resources.core_v1 import Event as CoreEvent
+
+    await env.setup(nodes={"bad-1": {**GPU, L.WORKLOAD_CONFIG: "kata"}})
+    await env.client.create(_policy_obj(_spec(sandboxWorkloads={"enabled": True, "mode": "kata",
+                                                                "defaultWorkload": "vm-passthrough"})))
+    ctl = env.start()
+    await _converged(env, ctl)
+    assert await env.deploy("bad-1") == VM_OPS
+    events = [e async for e in env.client.list(CoreEvent, namespace="default")
+              if e.involvedObject.name == "bad-1" and e.reason == "InvalidWorkloadConfig"]
+    assert len(events) == 1 and events[0].type == "Warning"
+    assert "container, vm-passthrough, vm-vgpu" in events[0].message
