@@ -44,6 +44,10 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
                         content_type="application/json", headers=headers)
 
 
+def _raw_json(text: str, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=text.encode(), status=status, content_type="application/json", headers=headers)
+
+
 class _Route:
     """A parsed resource path."""
 
@@ -217,7 +221,9 @@ class ApiApp:
             result = self.verbs.list(rt, route.namespace, pred, limit, q.get("continue"))
             if _wants_table(request):
                 return _json(to_table(rt, result["items"], result["metadata"], q.get("includeObject", "Metadata")))
-            return _json(result)
+            head = json.dumps({k: v for k, v in result.items() if k != "items"}, separators=(",", ":"))
+            items = ",".join(self.store.dumps(o) for o in result["items"])
+            return _raw_json(head[:-1] + ',"items":[' + items + "]}")
         if verb == "watch":
             return await self._watch(request, route)
         if verb == "get":
@@ -225,7 +231,7 @@ class ApiApp:
             if _wants_table(request):
                 return _json(to_table(rt, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]},
                                       q.get("includeObject", "Metadata")))
-            return _json(obj)
+            return _raw_json(self.store.dumps(obj))
         if verb == "create":
             if route.subresource:
                 raise errors.method_not_allowed()
@@ -235,12 +241,12 @@ class ApiApp:
             body = await _body(request)
             obj = self.verbs.create(rt, ns, body, dry_run=dry_run, field_manager=manager, field_validation=fv,
                                     warnings=warnings)
-            return _json(obj, 201, _warn_headers(warnings))
+            return _raw_json(self.store.dumps(obj), 201, _warn_headers(warnings))
         if verb == "update":
             body = await _body(request)
             obj = self.verbs.update(rt, ns, route.name or "", body, subresource=_sub(route), dry_run=dry_run,
                                     field_manager=manager, field_validation=fv, warnings=warnings)
-            return _json(obj, 200, _warn_headers(warnings))
+            return _raw_json(self.store.dumps(obj), 200, _warn_headers(warnings))
         if verb == "patch":
             ctype = request.content_type
             body = await _body(request, yaml_ok=ctype == APPLY)
@@ -255,7 +261,7 @@ class ApiApp:
                 obj["metadata"]["resourceVersion"] == str(self.store.rv) and \
                 self.store.get(rt.key, obj["metadata"].get("namespace", ""), obj["metadata"]["name"]) is not None \
                 and _is_fresh(obj)
-            return _json(obj, 201 if created else 200, _warn_headers(warnings))
+            return _raw_json(self.store.dumps(obj), 201 if created else 200, _warn_headers(warnings))
         if verb in ("delete", "deletecollection"):
             options = await _body(request, allow_empty=True) or {}
             if not isinstance(options, dict):
@@ -402,7 +408,7 @@ class ApiApp:
                            q.get("includeObject", "Metadata"))
             return json.dumps({"type": etype, "object": obj}) + "\n"
         if ev.obj.get("apiVersion") == rt.api_version:
-            return '{"type":"' + etype + '","object":' + ev.object_json() + "}\n"
+            return '{"type":"' + etype + '","object":' + ev.object_json(self.store) + "}\n"
         return json.dumps({"type": etype, "object": self.verbs.out(rt, ev.obj)}) + "\n"
 
 

@@ -92,9 +92,14 @@ def label_value_errors(value: str) -> list[str]:
     return errs
 
 
-def metadata_causes(obj: Mapping[str, Any], name_rule: str = "subdomain") -> list[dict[str, str]]:
-    """Name, labels and annotations of any object."""
+def metadata_causes(obj: Mapping[str, Any], name_rule: str = "subdomain",
+                    old: Mapping[str, Any] | None = None) -> list[dict[str, str]]:
+    """Name, labels and annotations of any object (on update, only the parts that changed from `old`)."""
     meta = obj.get("metadata") or {}
+    old_meta = (old or {}).get("metadata") or {}
+    if old is not None and meta.get("labels") == old_meta.get("labels") \
+            and meta.get("annotations") == old_meta.get("annotations"):
+        return []  # the name cannot change on update; unchanged labels and annotations were valid before
     causes = []
     name = meta.get("name")
     if not name:

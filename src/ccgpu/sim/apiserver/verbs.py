@@ -81,9 +81,9 @@ class Verbs:
                                   f"because it is being terminated", {"name": ns, "kind": rt.plural})
 
     def _validate(self, rt: ResourceType, obj: dict[str, Any], field_validation: str | None,
-                  warnings: list[str] | None) -> None:
+                  warnings: list[str] | None, old: dict[str, Any] | None = None) -> None:
         name = obj["metadata"].get("name", "")
-        causes = metadata_causes(obj, rt.name_rule)
+        causes = metadata_causes(obj, rt.name_rule, old)
         if rt.custom and rt.schema:
             sc, pruned = schema_causes(obj, rt.schema)
             causes += sc
@@ -259,19 +259,26 @@ class Verbs:
                warnings: list[str] | None, record: bool = True) -> dict[str, Any]:
         """Commit `new` over `old` under the type's rules; a no-op write returns `old` unchanged."""
         old_meta = old["metadata"]
+        # `new` may share unchanged subtrees with `old` (stored objects are never modified in place): copy only
+        # the levels this function writes to.
         if subresource == "status":
-            result = fast_copy(old)
-            result["status"] = new.get("status")
-            if result["status"] is None:
-                result.pop("status")
-            if "managedFields" in new["metadata"]:
-                result["metadata"]["managedFields"] = new["metadata"]["managedFields"]
-            new = result
-        elif rt.status:
-            if "status" in old:
-                new["status"] = fast_copy(old["status"])
+            result = dict(old)
+            result["metadata"] = dict(old_meta)
+            if new.get("status") is None:
+                result.pop("status", None)
             else:
-                new.pop("status", None)
+                result["status"] = new["status"]
+            new = result
+        else:
+            new = dict(new)
+            new["metadata"] = dict(new.get("metadata") or {})
+            if rt.status:
+                if "status" in old:
+                    new["status"] = old["status"]
+                else:
+                    new.pop("status", None)
+        if rt.custom and rt.schema:
+            new = fast_copy(new)  # schema validation prunes unknown fields in place
         meta = new["metadata"]
         for k in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace"):
             if k in old_meta:
@@ -291,7 +298,7 @@ class Verbs:
                 raise errors.invalid(rt.kind, rt.group, meta["name"], [errors.field_cause(
                     "metadata.finalizers", f"Forbidden: no new finalizers can be added if the object is being "
                     f"deleted, found new finalizers {sorted(added)!r}", "FieldValueForbidden")])
-        self._validate(rt, new, field_validation, warnings)
+        self._validate(rt, new, field_validation, warnings, old)
         if rt.key == NS_KEY and old_meta.get("deletionTimestamp"):
             new["status"] = old.get("status")
         if record and field_manager:
@@ -340,7 +347,6 @@ class Verbs:
             raise errors.ApiError(code, "Invalid" if code == 422 else "BadRequest", str(e)) from None
         if not isinstance(patched, dict):
             raise errors.bad_request("the patch must leave an object")
-        patched = fast_copy(patched)
         want_rv = (patched.get("metadata") or {}).get("resourceVersion")
         if want_rv != old["metadata"]["resourceVersion"]:
             if want_rv is not None:
