@@ -167,3 +167,16 @@ def test_kubectl_get_watch_prints_each_change(kubectl):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_kubectl_create_generators_send_protobuf_that_the_server_decodes(kubectl):
+    assert "namespace/team-a created" in kubectl("create", "namespace", "team-a").stdout
+    kubectl("create", "configmap", "c1", "-n", "team-a", "--from-literal=mode=on")
+    kubectl("create", "secret", "generic", "s1", "-n", "team-a", "--from-literal=pw=x")
+    kubectl("create", "serviceaccount", "robot", "-n", "team-a")
+    cm = json.loads(kubectl("get", "configmap", "c1", "-n", "team-a", "-o", "json").stdout)
+    assert cm["data"] == {"mode": "on"} and "generateName" not in cm["metadata"]
+    assert json.loads(kubectl("get", "secret", "s1", "-n", "team-a", "-o", "json").stdout)["data"] == {"pw": "eA=="}
+    assert rows(kubectl("get", "sa", "-n", "team-a").stdout)[1][0] == "robot"
+    r = kubectl("create", "deployment", "d", "--image=x", ok=False)
+    assert r.returncode != 0 and "send JSON or YAML" in r.stderr

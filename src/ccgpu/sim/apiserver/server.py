@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import errors, openapi
+from . import errors, openapi, protobuf
 from .errors import ApiError
 from .faults import Faults
 from .gc import GarbageCollector
@@ -453,6 +453,14 @@ def _wants_table(request: web.Request) -> bool:
 
 async def _body(request: web.Request, yaml_ok: bool = False, allow_empty: bool = False) -> Any:
     raw = await request.read()
+    if request.content_type == "application/vnd.kubernetes.protobuf":
+        try:
+            return protobuf.decode_object(raw)
+        except protobuf.ProtobufError as e:
+            raise errors.unsupported_media_type(request.content_type, ["application/json", "application/yaml"],
+                                                str(e)) from None
+    if request.content_type.startswith(("application/vnd.kubernetes", "application/cbor")):
+        raise errors.unsupported_media_type(request.content_type, ["application/json", "application/yaml"])
     if not raw.strip():
         if allow_empty:
             return None
