@@ -186,3 +186,26 @@ async def test_namespace_deletion_removes_its_contents_then_itself(http, api):
 
     await wait_for(gone)
     assert (await http.get("/api/v1/namespaces/tmp/configmaps/c"))[0] == 404
+
+
+async def test_events_posted_through_either_api_are_listed_by_both(http):
+    core = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e1"}, "reason": "CCModeSet",
+            "message": "cc mode on", "type": "Normal", "involvedObject": {"kind": "Node", "name": "n1"},
+            "source": {"component": "ccgpu"}}
+    v1 = {"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e2"}, "reason": "Reset",
+          "note": "gpu reset", "type": "Warning", "regarding": {"kind": "Node", "name": "n1"},
+          "reportingController": "ccgpu.dev/cc-manager", "reportingInstance": "n1", "action": "Reset",
+          "eventTime": "2026-11-26T00:00:00.000000Z"}
+    assert (await http.post("/api/v1/namespaces/default/events", core))[0] == 201
+    status, created = await http.post("/apis/events.k8s.io/v1/namespaces/default/events", v1)
+    assert status == 201 and created["note"] == "gpu reset" and created["regarding"]["name"] == "n1"
+    _, core_list = await http.get("/api/v1/namespaces/default/events")
+    by_name = {e["metadata"]["name"]: e for e in core_list["items"]}
+    assert by_name["e2"]["message"] == "gpu reset" and by_name["e2"]["reportingComponent"] == "ccgpu.dev/cc-manager"
+    _, v1_list = await http.get("/apis/events.k8s.io/v1/namespaces/default/events",
+                                fieldSelector="regarding.name=n1,reason=CCModeSet")
+    assert [(e["metadata"]["name"], e["note"], e["deprecatedSource"]) for e in v1_list["items"]] == [
+        ("e1", "cc mode on", {"component": "ccgpu"})]
+    status, patched = await http.patch("/apis/events.k8s.io/v1/namespaces/default/events/e1", {"note": "edited"})
+    assert status == 200 and patched["note"] == "edited"
+    assert (await http.get("/api/v1/namespaces/default/events/e1"))[1]["message"] == "edited"

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from . import errors, ssa
+from . import conversion, errors, ssa
 from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from .resources import GENERATION_KINDS, Registry, ResourceType
 from .store import Key, Store
@@ -56,6 +56,8 @@ class Verbs:
         """An object as served under `rt`'s version (CRDs serve one storage under several versions)."""
         if obj.get("apiVersion") == rt.api_version:
             return obj
+        if rt.storage == ("", "events"):
+            return conversion.event_from_core(obj)
         o = dict(obj)
         o["apiVersion"] = rt.api_version
         return o
@@ -140,7 +142,7 @@ class Verbs:
     def create(self, rt: ResourceType, ns: str, body: Any, *, dry_run: bool = False,
                field_manager: str | None = None, field_validation: str | None = None,
                warnings: list[str] | None = None, _applied: bool = False) -> dict[str, Any]:
-        obj = self._check_body(rt, ns, body)
+        obj = self._to_storage(rt, self._check_body(rt, ns, body))
         meta = obj["metadata"]
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + "".join(self.rng.choice(_GENERATE_CHARS) for _ in range(5))
@@ -168,6 +170,10 @@ class Verbs:
         if rt.key == CRD_KEY:
             self.registry.serve_crd(obj)
         return self.out(rt, obj)
+
+    @staticmethod
+    def _to_storage(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
+        return conversion.event_to_core(obj) if rt.storage == ("", "events") else obj
 
     def _check_body(self, rt: ResourceType, ns: str, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
@@ -244,7 +250,7 @@ class Verbs:
                dry_run: bool = False, field_manager: str | None = None, field_validation: str | None = None,
                warnings: list[str] | None = None) -> dict[str, Any]:
         old = self._existing(rt, ns, name)
-        new = self._check_body(rt, ns, body)
+        new = self._to_storage(rt, self._check_body(rt, ns, body))
         if new["metadata"].get("name") != name:
             raise errors.bad_request(f"the name of the object ({new['metadata'].get('name')}) does not match the "
                                      f"name on the URL ({name})")
@@ -328,17 +334,18 @@ class Verbs:
                                field_validation, warnings)
         if old is None:
             raise errors.not_found(rt.plural, rt.group, name)
+        view = self.out(rt, old)
         try:
             if patch_type == MERGE:
                 if not isinstance(body, dict):
                     raise errors.bad_request("a merge patch must be a JSON object")
-                patched = merge_patch(old, body)
+                patched = merge_patch(view, body)
             elif patch_type == JSON_PATCH:
-                patched = json_patch(old, body)
+                patched = json_patch(view, body)
             elif patch_type == STRATEGIC:
                 if rt.custom:
                     raise errors.unsupported_media_type(patch_type, [JSON_PATCH, MERGE, APPLY])
-                patched = strategic_merge_patch(old, body)
+                patched = strategic_merge_patch(view, body)
             else:
                 accepted = [JSON_PATCH, MERGE, APPLY] + ([] if rt.custom else [STRATEGIC])
                 raise errors.unsupported_media_type(patch_type, accepted)
@@ -354,6 +361,7 @@ class Verbs:
         if (patched.get("metadata") or {}).get("name") != name:
             raise errors.bad_request("metadata.name cannot be changed by a patch")
         patched["apiVersion"], patched["kind"] = rt.api_version, rt.kind
+        patched = self._to_storage(rt, patched)
         return self._write(rt, old, patched, subresource, dry_run, field_manager or "unknown",
                            field_validation, warnings)
 
@@ -381,7 +389,9 @@ class Verbs:
             want_rv = config["metadata"].get("resourceVersion")
             if want_rv and want_rv != old["metadata"]["resourceVersion"]:
                 raise errors.conflict(rt.plural, rt.group, name)
-            merged = ssa.apply(old, config, field_manager, force, rt.api_version, now, rt.status, subresource)
+            merged = ssa.apply(self.out(rt, old), config, field_manager, force, rt.api_version, now, rt.status,
+                               subresource)
+            merged = self._to_storage(rt, merged)
         except ssa.ApplyConflict as e:
             n = len(e.conflicts)
             detail = "\n".join(f'- {ssa.render(p)}' for _, p in e.conflicts)
