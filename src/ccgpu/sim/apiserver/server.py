@@ -250,6 +250,7 @@ class ApiApp:
         if verb == "patch":
             ctype = request.content_type
             body = await _body(request, yaml_ok=ctype == APPLY)
+            existed = self.store.get(rt.key, ns if rt.namespaced else "", route.name or "") is not None
             force = q.get("force") in _TRUE
             if force and ctype != APPLY:
                 raise errors.bad_request("force is only allowed for server-side apply (application/apply-patch+yaml)")
@@ -257,10 +258,7 @@ class ApiApp:
                                    dry_run=dry_run, field_manager=q.get("fieldManager") or (
                                        manager if ctype != APPLY else None), force=force, field_validation=fv,
                                    warnings=warnings)
-            created = ctype == APPLY and obj["metadata"].get("generation", 1) == 1 and \
-                obj["metadata"]["resourceVersion"] == str(self.store.rv) and \
-                self.store.get(rt.key, obj["metadata"].get("namespace", ""), obj["metadata"]["name"]) is not None \
-                and _is_fresh(obj)
+            created = ctype == APPLY and not existed
             return _raw_json(self.store.dumps(obj), 201 if created else 200, _warn_headers(warnings))
         if verb in ("delete", "deletecollection"):
             options = await _body(request, allow_empty=True) or {}
@@ -416,11 +414,6 @@ class ApiApp:
 
 def _sub(route: _Route) -> str:
     return "status" if route.subresource == "status" else ""
-
-
-def _is_fresh(obj: dict[str, Any]) -> bool:
-    mf = obj["metadata"].get("managedFields") or []
-    return len(mf) == 1 and mf[0].get("operation") == "Apply" and obj["metadata"].get("generation", 1) == 1
 
 
 def _warn_headers(warnings: list[str]) -> dict[str, str] | None:

@@ -223,7 +223,8 @@ def apply(current: dict[str, Any] | None, config: dict[str, Any], manager: str, 
         if who != mine and (force or who[0] == manager):
             owners[who] = owners[who] - applied  # forced: the applier takes these fields over
     others: set[Path] = set().union(*(p for w, p in owners.items() if w != mine))
-    for p in sorted(previously - applied, key=len, reverse=True):
+    # Shallowest first, a list item ("." path) before its own fields: a removed item takes its fields with it.
+    for p in sorted(previously - applied, key=lambda p: (len(p) - (p[-1] == "."), p[-1] != ".")):
         if p not in others and not any(o[:len(p)] == p for o in others):
             remove_path(merged, p)
     owners[mine] = applied

@@ -270,6 +270,8 @@ class Verbs:
         if subresource == "status":
             result = dict(old)
             result["metadata"] = dict(old_meta)
+            if "managedFields" in (new.get("metadata") or {}):  # as computed by an apply to /status
+                result["metadata"]["managedFields"] = new["metadata"]["managedFields"]
             if new.get("status") is None:
                 result.pop("status", None)
             else:
