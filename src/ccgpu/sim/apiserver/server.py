@@ -515,6 +515,28 @@ class ApiServer:
     def write_kubeconfig(self, path: str | Path, namespace: str = "default") -> Path:
         return write_kubeconfig(path, self.url, namespace)
 
+    # in-process access (seeding and inspecting state without HTTP; thread-safe for start_in_thread())
+    def resource_type(self, api_version: str, kind: str) -> ResourceType:
+        for rt in self.app_state.registry:
+            if rt.api_version == api_version and rt.kind == kind:
+                return rt
+        raise LookupError(f"no served resource has apiVersion {api_version!r} and kind {kind!r}")
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create an object exactly as a POST would (validation, uid, resourceVersion, watch event)."""
+        rt = self.resource_type(obj.get("apiVersion", ""), obj.get("kind", ""))
+        ns = (obj.get("metadata") or {}).get("namespace") or ("default" if rt.namespaced else "")
+        return self.call(lambda: self.verbs.create(rt, ns, obj, field_manager="ccgpu-sim"))
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str = "") -> dict[str, Any] | None:
+        rt = self.resource_type(api_version, kind)
+        obj = self.call(lambda: self.store.get(rt.key, namespace if rt.namespaced else "", name))
+        return None if obj is None else self.verbs.out(rt, obj)
+
+    def list(self, api_version: str, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        rt = self.resource_type(api_version, kind)
+        return [self.verbs.out(rt, o) for o in self.call(lambda: self.store.list(rt.key, namespace))]
+
     def compact(self) -> None:
         """Drop the watch window, as etcd compaction does: watches from older versions then get 410."""
         self.store.compact()
@@ -586,7 +608,7 @@ class ApiServer:
 
     def call(self, fn: Callable[[], Any]) -> Any:
         """Run `fn` on the server's loop thread (for in-process access from a synchronous test)."""
-        if self._loop is None:
+        if self._loop is None or self._thread is threading.current_thread():
             return fn()
         fut = asyncio.run_coroutine_threadsafe(_as_coro(fn), self._loop)
         return fut.result(10)
