@@ -209,3 +209,25 @@ async def test_events_posted_through_either_api_are_listed_by_both(http):
     status, patched = await http.patch("/apis/events.k8s.io/v1/namespaces/default/events/e1", {"note": "edited"})
     assert status == 200 and patched["note"] == "edited"
     assert (await http.get("/api/v1/namespaces/default/events/e1"))[1]["message"] == "edited"
+
+
+async def test_delete_collection_removes_only_the_selected_objects(http):
+    for name, tier in (("a", "x"), ("b", "x"), ("c", "y")):
+        await http.post(NODES, node(name, tier=tier))
+    status, body = await http.delete(NODES, labelSelector="tier=x")
+    assert status == 200 and sorted(o["metadata"]["name"] for o in body["items"]) == ["a", "b"]
+    _, rest = await http.get(NODES)
+    assert [o["metadata"]["name"] for o in rest["items"]] == ["c"]
+
+
+async def test_crd_versions_share_storage_and_each_serves_its_api_version(http):
+    from apiserver_helpers import WIDGET_CRD, widget_crd
+
+    v1 = WIDGET_CRD["spec"]["versions"][0]
+    crd = widget_crd(versions=[{**v1, "name": "v1beta1", "storage": False}, v1])
+    assert (await http.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd))[0] == 201
+    await http.post(WIDGETS, widget("w", size=2))
+    status, old = await http.get("/apis/example.com/v1beta1/namespaces/default/widgets/w")
+    assert status == 200 and old["apiVersion"] == "example.com/v1beta1" and old["spec"] == {"size": 2}
+    _, groups = await http.get("/apis/example.com")
+    assert groups["preferredVersion"]["version"] == "v1"

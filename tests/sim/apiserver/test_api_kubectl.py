@@ -47,7 +47,15 @@ class Kubectl:
     def apply(self, obj: dict, *extra: str) -> subprocess.CompletedProcess[str]:
         path = self.workdir / f"{obj['metadata']['name']}.yaml"
         path.write_text(yaml.safe_dump(obj))
-        return self("apply", "--server-side", "-f", str(path), *extra)
+        return self("apply", "--server-side", "-f", str(path), *extra, *self.validate_flags())
+
+    def validate_flags(self) -> tuple[str, ...]:
+        """kubectl before 1.26 validates client-side from protobuf OpenAPI v2, which the simulator does not
+        serve (Debian bookworm ships kubectl 1.20); newer ones ask the server to validate (fieldValidation)."""
+        if not hasattr(self, "_minor"):
+            out = json.loads(self("version", "--client", "-o", "json").stdout)
+            self._minor = int("".join(ch for ch in out["clientVersion"]["minor"] if ch.isdigit()) or 0)
+        return ("--validate=false",) if self._minor < 26 else ()
 
 
 @pytest.fixture

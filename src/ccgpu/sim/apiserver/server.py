@@ -419,7 +419,11 @@ def _sub(route: _Route) -> str:
 def _warn_headers(warnings: list[str]) -> dict[str, str] | None:
     if not warnings:
         return None
-    return {"Warning": ", ".join(f'299 - "{w}"' for w in warnings)}
+
+    def quoted(text: str) -> str:
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    return {"Warning": ", ".join(f"299 - {quoted(w)}" for w in warnings)}
 
 
 def _manager_from_agent(agent: str) -> str:
