@@ -66,8 +66,7 @@ class ApiApp:
         self.store = Store(window=watch_window)
         self.metrics = Metrics()
         self.faults = Faults(seed)
-        self.gc: GarbageCollector | None = None
-        self.verbs = Verbs(self.registry, self.store, seed, on_delete=lambda: self.gc and self.gc.kick())
+        self.verbs = Verbs(self.registry, self.store, seed, on_delete=self._deleted)
         self.gc = GarbageCollector(self.verbs)
         self.bookmark_interval = bookmark_interval
         self.address = "127.0.0.1:0"
@@ -75,6 +74,10 @@ class ApiApp:
         assert ns_type is not None
         for ns in namespaces:
             self.verbs.create(ns_type, "", {"metadata": {"name": ns}}, field_manager="kube-apiserver")
+
+    def _deleted(self) -> None:
+        """A deletion happened or started: dependents, foreground owners and namespaces may need collecting."""
+        self.gc.kick()
 
     def make_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -100,8 +103,6 @@ class ApiApp:
         verb = self._verb(request, route)
         resource = route.rt.plural + (f"/{route.subresource}" if route.subresource else "")
         code = 500
-        if verb == "watch":  # a watch is counted when it starts: it may stream for as long as the client likes
-            self.metrics.record(verb, resource, 200)
         try:
             delay = self.faults.latency_for(verb, resource)
             if delay:
@@ -120,7 +121,7 @@ class ApiApp:
             code = 500
             return _json(ApiError(500, "InternalError", f"Internal error occurred: {e}").status(), 500)
         finally:
-            if verb != "watch" or code != 200:
+            if verb != "watch" or code != 200:  # a streaming watch was counted when it started
                 self.metrics.record(verb, resource, code)
 
     # --- discovery -----------------------------------------------------------------------------------
@@ -305,11 +306,13 @@ class ApiApp:
                                if ns is None or e.obj["metadata"].get("namespace", "") == ns]
                     last_rv = int(rv_param)
             except TooOld as e:
+                self.metrics.record("watch", resource, 410)  # streamed as an ERROR event in a 200 response
                 await resp.prepare(request)
                 status = errors.gone(f"too old resource version: {e.requested} ({e.oldest})").status()
                 await resp.write(json.dumps({"type": "ERROR", "object": status}).encode() + b"\n")
                 return resp
             await resp.prepare(request)
+            self.metrics.record("watch", resource, 200)
             drop_after = self.faults.watch_drop_after(resource)
             sent = 0
             chunks: list[str] = []
