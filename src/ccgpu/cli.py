@@ -21,12 +21,224 @@ attest_app = typer.Typer(help="Attestation: KBS server, guest client, evidence v
 app.add_typer(agent_app, name="agent")
 app.add_typer(sim_app, name="sim")
 app.add_typer(attest_app, name="attest")
+verify_app = typer.Typer(help="Verify SNP or GPU evidence offline and print its claims as JSON.", no_args_is_help=True)
+attest_app.add_typer(verify_app, name="verify")
+
+containerd_config_app = typer.Typer(
+    help="Add or remove the containerd runtimes for the Kata runtime classes (drop-in + imports entry).",
+    no_args_is_help=True,
+)
+agent_app.add_typer(containerd_config_app, name="containerd-config")
 
 
 @app.command()
 def version() -> None:
     """Print the ccgpu version."""
     typer.echo(__version__)
+
+
+_HOST_ROOT = typer.Option("/", "--host-root", help="The host's root: / on the node, the host mount in a pod.")
+_CDI_DIR = typer.Option("/var/run/cdi", "--cdi-dir", help="CDI spec directory (a host path, under --host-root).")
+_GPU_ALIAS = typer.Option(
+    None, "--gpu-alias",
+    help="GPU resource and CDI class nvidia.com/<alias>; empty for per-model names. Default: $P_GPU_ALIAS, else pgpu.",
+)
+_NVSWITCH_ALIAS = typer.Option(
+    None, "--nvswitch-alias", help="NVSwitch resource nvidia.com/<alias>. Default: $NVSWITCH_ALIAS, else nvswitch."
+)
+_NODE_NAME = typer.Option(None, "--node-name", envvar="NODE_NAME", help="This node's name (for logs).")
+
+
+@agent_app.command("kata-manager")
+def agent_kata_manager(
+    host_root: str = _HOST_ROOT,
+    cdi_dir: str = _CDI_DIR,
+    gpu_alias: str | None = _GPU_ALIAS,
+    nvswitch_alias: str | None = _NVSWITCH_ALIAS,
+    once: bool = typer.Option(False, "--once", help="Do one pass and exit."),
+    cleanup: bool = typer.Option(
+        False, "--cleanup", help="Remove ccgpu's CDI specs (and, with --configure-containerd, its containerd changes)."
+    ),
+    configure_containerd: bool = typer.Option(
+        False, "--configure-containerd", help="Also add the Kata runtime classes to containerd (drop-in + imports)."
+    ),
+    containerd_config: str | None = typer.Option(
+        None, "--containerd-config", envvar="CONTAINERD_CONFIG", help="containerd's main config (host path)."
+    ),
+    containerd_dropin: str | None = typer.Option(None, "--containerd-dropin", help="ccgpu's containerd drop-in."),
+    interval: float = typer.Option(1.0, "--interval", help="Seconds between passes that pick up device changes."),
+    node_name: str | None = _NODE_NAME,
+) -> None:
+    """Keep the host CDI spec equal to the node's VFIO GPUs; optionally configure containerd for Kata."""
+    from ccgpu.agents import sandbox_cli
+
+    sandbox_cli.run_kata_manager(
+        host_root, cdi_dir, gpu_alias, nvswitch_alias, once, cleanup, configure_containerd, containerd_config,
+        containerd_dropin, interval, node_name,
+    )
+
+
+@agent_app.command("device-plugin")
+def agent_device_plugin(
+    host_root: str = _HOST_ROOT,
+    cdi_dir: str = _CDI_DIR,
+    device_plugin_dir: str = typer.Option(
+        "/var/lib/kubelet/device-plugins", "--device-plugin-dir", help="The kubelet's device-plugin socket directory."
+    ),
+    gpu_alias: str | None = _GPU_ALIAS,
+    nvswitch_alias: str | None = _NVSWITCH_ALIAS,
+    pci_env: bool = typer.Option(
+        False, "--pci-env/--no-pci-env", help="Also set PCI_RESOURCE_NVIDIA_COM_<NAME>=<BDFs> in Allocate."
+    ),
+    wait_for_validations: bool = typer.Option(
+        True, "--wait-for-validations/--no-wait-for-validations",
+        help="Wait for the validator's workload-type (and vfio-pci-ready) files before advertising.",
+    ),
+    once: bool = typer.Option(False, "--once", help="Do one pass (serve, register, advertise) and exit."),
+    node_name: str | None = _NODE_NAME,
+) -> None:
+    """Advertise the node's VFIO GPUs (nvidia.com/pgpu) and NVSwitches to the kubelet (device-plugin API v1beta1)."""
+    from ccgpu.agents import sandbox_cli
+
+    sandbox_cli.run_device_plugin(
+        host_root, cdi_dir, device_plugin_dir, gpu_alias, nvswitch_alias, pci_env, wait_for_validations, once,
+        node_name,
+    )
+
+
+@app.command()
+def simulate(
+    profile: Annotated[str, typer.Option("--profile", "-p", help="Simulated host profile (ccgpu sim host --list-profiles).")] = "8xh100-snp",
+    json_output: Annotated[bool, typer.Option("--json", help="Print the doctor report as JSON.")] = False,
+) -> None:
+    """Build a simulated confidential GPU node and preflight it (the full cluster-in-a-box lands with issue 7)."""
+    import json
+    import tempfile
+
+    from rich.console import Console
+
+    from ccgpu.hw import doctor as doc
+    from ccgpu.hw.doctor_output import render_table, report_json
+    from ccgpu.sim import host as simhost
+    from ccgpu.sim.profiles import ProfileError
+
+    with tempfile.TemporaryDirectory(prefix="ccgpu-simulate-") as tmp:
+        try:
+            simhost.SimulatedHost.create(f"{tmp}/host", profile, gpu_driver="vfio-pci")
+        except (ProfileError, simhost.SimHostError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        report = doc.diagnose(f"{tmp}/host", doc.Workload.VM_PASSTHROUGH)
+    if json_output:
+        typer.echo(json.dumps(report_json(report), indent=2))
+    else:
+        render_table(report, Console())
+    raise typer.Exit(0 if report.ready else 1)
+
+
+@app.command()
+def doctor(
+    root: Annotated[
+        str, typer.Option("--root", help="Host root to inspect: / on the node, a host mount, a capture.")
+    ] = "/",
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the stable JSON report (README: ccgpu doctor).")
+    ] = False,
+    workload: Annotated[str, typer.Option("--workload", help="vm-passthrough or container.")] = "vm-passthrough",
+) -> None:
+    """Preflight a node for confidential GPU pods and name the fix for each problem."""
+    import json
+    import os
+
+    from rich.console import Console
+
+    from ccgpu.hw import doctor as doc
+    from ccgpu.hw.doctor_output import render_table, report_json
+
+    try:
+        wl = doc.Workload.parse(workload)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--workload") from None
+    if not os.path.isdir(root):
+        raise typer.BadParameter(f"{root!r} is not a directory; give a host root such as / or /host", param_hint="--root")
+    report = doc.diagnose(root, wl)
+    if json_output:
+        typer.echo(json.dumps(report_json(report), indent=2))
+    else:
+        render_table(report, Console())
+    raise typer.Exit(0 if report.ready else 1)
+
+
+@sim_app.command("host")
+def sim_host(
+    directory: Annotated[
+        Path | None, typer.Argument(metavar="DIR", help="Empty or absent directory to build the host tree in.")
+    ] = None,
+    profile: Annotated[str, typer.Option("--profile", "-p", help="Host profile (see --list-profiles).")] = "8xh100-snp",
+    list_profiles: Annotated[bool, typer.Option("--list-profiles", help="List the host profiles and exit.")] = False,
+    gpu_driver: Annotated[
+        str | None,
+        typer.Option("--gpu-driver", help="Driver the GPUs start on: nvidia, vfio-pci or none (default: the profile's)."),
+    ] = None,
+    iommu: Annotated[
+        bool | None, typer.Option("--iommu/--no-iommu", help="Override the profile's IOMMU setting.")
+    ] = None,
+) -> None:
+    """Build a simulated host tree (sysfs, /dev/vfio, /proc) from a profile, for tests and scripts."""
+    from ccgpu.sim import host as simhost
+    from ccgpu.sim.profiles import ProfileError
+    from ccgpu.sim.profiles import list_profiles as profiles
+
+    if list_profiles:
+        for p in profiles():
+            typer.echo(f"{p.name:<20} {p.description}")
+        return
+    if directory is None:
+        raise typer.BadParameter("give the DIRECTORY to build the host in (or --list-profiles)", param_hint="DIRECTORY")
+    overrides: dict[str, object] = {}
+    if gpu_driver is not None:
+        if gpu_driver not in ("nvidia", "vfio-pci", "none"):
+            raise typer.BadParameter(f"{gpu_driver!r}; accepted: nvidia, vfio-pci, none", param_hint="--gpu-driver")
+        overrides["gpu_driver"] = None if gpu_driver == "none" else gpu_driver
+    if iommu is not None:
+        overrides["iommu"] = iommu
+    try:
+        built = simhost.SimulatedHost.create(directory, profile, **overrides)
+    except (ProfileError, simhost.SimHostError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(simhost.describe(built))
+
+
+@verify_app.command("snp")
+def attest_verify_snp(
+    report: Annotated[Path, typer.Argument(help="SNP report, 1184 bytes raw or as hex text.")],
+    vcek: Annotated[Path | None, typer.Option("--vcek", help="VCEK certificate (DER or PEM).")] = None,
+    vlek: Annotated[Path | None, typer.Option("--vlek", help="VLEK certificate (DER or PEM).")] = None,
+    chain: Annotated[Path | None, typer.Option("--chain", help="ASK/ARK(/ASVK) PEM to trust; default AMD's.")] = None,
+    report_data: Annotated[str | None, typer.Option("--report-data", help="Expected report_data, hex.")] = None,
+) -> None:
+    """Verify an SEV-SNP report against its VCEK/VLEK and AMD's chain; print the claims."""
+    from ccgpu.attest import verify_cli
+
+    raise typer.Exit(
+        verify_cli.run(
+            verify_cli.verify_snp_files, report=report, vcek=vcek, vlek=vlek, chain=chain, report_data=report_data
+        )
+    )
+
+
+@verify_app.command("gpu")
+def attest_verify_gpu(
+    evidence: Annotated[Path, typer.Argument(help="SPDM GET_MEASUREMENTS request+response, raw or hex text.")],
+    certs: Annotated[Path, typer.Option("--certs", help="GPU certificate chain (PEM, leaf first).")],
+    root: Annotated[Path | None, typer.Option("--root", help="Device root to trust (PEM); default NVIDIA's.")] = None,
+    nonce: Annotated[str | None, typer.Option("--nonce", help="Expected 32-byte SPDM nonce, hex.")] = None,
+) -> None:
+    """Verify an NVIDIA GPU attestation report against its chain and root; print the claims."""
+    from ccgpu.attest import verify_cli
+
+    raise typer.Exit(verify_cli.run(verify_cli.verify_gpu_files, evidence=evidence, certs=certs, root=root, nonce=nonce))
 
 
 @sim_app.command("apiserver")
@@ -40,6 +252,62 @@ def sim_apiserver(
     from ccgpu.sim.apiserver.standalone import run
 
     run(port, kubeconfig_out, seed, announce=lambda line: typer.echo(line, err=False))
+
+_HostRoot = Annotated[str, typer.Option("--host-root", help="The host's root (in a pod, the host mount).")]
+_MainConfig = Annotated[str, typer.Option("--main-config", help="containerd's main config (host path).")]
+_Dropin = Annotated[str, typer.Option("--dropin", help="ccgpu's drop-in file (host path).")]
+_Restart = Annotated[
+    str, typer.Option("--restart", help="How to restart containerd: auto (systemd if booted with it), systemd, signal, none.")
+]
+_Socket = Annotated[str, typer.Option("--containerd-socket", help="containerd's socket (host path), for --restart signal.")]
+_Unit = Annotated[str, typer.Option("--systemd-unit", help="containerd's unit, for --restart systemd.")]
+_Timeout = Annotated[float, typer.Option("--restart-timeout", help="Seconds to wait for containerd to come back.")]
+
+
+@containerd_config_app.command("apply")
+def containerd_config_apply(
+    host_root: _HostRoot = "/",
+    main_config: _MainConfig = "/etc/containerd/config.toml",
+    dropin: _Dropin = "/etc/containerd/conf.d/ccgpu-kata.toml",
+    runtime_class: Annotated[
+        list[str] | None,
+        typer.Option("--runtime-class", help="RuntimeClass handler to add (repeatable; default: all three)."),
+    ] = None,
+    kata_config_dir: Annotated[
+        str, typer.Option("--kata-config-dir", help="Where Kata's shim configs live (host path).")
+    ] = "/opt/kata/share/defaults/kata-containers",
+    containerd_version: Annotated[
+        str | None,
+        typer.Option("--containerd-version", help="The node's containerRuntimeVersion, e.g. containerd://1.7.2."),
+    ] = None,
+    restart: _Restart = "auto",
+    containerd_socket: _Socket = "/run/containerd/containerd.sock",
+    systemd_unit: _Unit = "containerd.service",
+    restart_timeout: _Timeout = 30.0,
+) -> None:
+    """Write the Kata runtimes drop-in, import it from the main config, restart containerd."""
+    from ccgpu.agents import containerd_cli
+
+    containerd_cli.run_apply(
+        host_root, main_config, dropin, runtime_class, kata_config_dir, containerd_version,
+        restart, containerd_socket, systemd_unit, restart_timeout,
+    )  # fmt: skip
+
+
+@containerd_config_app.command("cleanup")
+def containerd_config_cleanup(
+    host_root: _HostRoot = "/",
+    main_config: _MainConfig = "/etc/containerd/config.toml",
+    dropin: _Dropin = "/etc/containerd/conf.d/ccgpu-kata.toml",
+    restart: _Restart = "auto",
+    containerd_socket: _Socket = "/run/containerd/containerd.sock",
+    systemd_unit: _Unit = "containerd.service",
+    restart_timeout: _Timeout = 30.0,
+) -> None:
+    """Remove ccgpu's drop-in and restore the main config byte for byte, then restart containerd."""
+    from ccgpu.agents import containerd_cli
+
+    containerd_cli.run_cleanup(host_root, main_config, dropin, restart, containerd_socket, systemd_unit, restart_timeout)
 
 
 def main() -> None:  # pragma: no cover - console entry point

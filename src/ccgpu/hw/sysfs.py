@@ -49,17 +49,22 @@ class Sysfs:
         if ".." in pure.parts:
             raise PathEscapeError(f"path {text!r} contains '..'; Sysfs paths may not leave the root")
         candidate = self.root.joinpath(pure)
-        resolved = Path(os.path.realpath(candidate if follow else candidate.parent))
-        if resolved != self.root and self.root not in resolved.parents:
+        resolved = os.path.realpath(candidate if follow else candidate.parent)
+        if not self._inside(resolved):
             raise PathEscapeError(f"path {text!r} resolves to {resolved}, outside the root {self.root}")
         return candidate
 
+    def _inside(self, resolved: str) -> bool:
+        """Whether a resolved absolute path is the root or below it (string prefix: cheap on hot paths)."""
+        root = str(self.root)
+        return resolved == root or resolved.startswith(root if root.endswith("/") else root + "/")
+
     def relative(self, absolute: str | os.PathLike[str]) -> str:
         """Turn an absolute on-disk path under the root back into a root-relative path."""
-        resolved = Path(os.path.realpath(absolute))
-        if resolved != self.root and self.root not in resolved.parents:
+        resolved = os.path.realpath(absolute)
+        if not self._inside(resolved):
             raise PathEscapeError(f"{resolved} is outside the root {self.root}")
-        return str(resolved.relative_to(self.root))
+        return str(Path(resolved).relative_to(self.root))
 
     # --- reads -----------------------------------------------------------------------------------------
     def read(self, rel: str) -> str:

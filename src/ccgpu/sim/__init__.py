@@ -1,1 +1,1 @@
-"""Cluster-in-a-box: the Kubernetes API simulator and simulated node hardware, for tests and `ccgpu simulate`."""
+"""Cluster-in-a-box: simulated hosts, the Kubernetes API simulator, kubelet. Production code never imports this package."""

@@ -1,0 +1,1 @@
+"""Node agents: one module per operand DaemonSet, run as `ccgpu agent <name>`."""

@@ -1,0 +1,141 @@
+"""Argument handling around the kata-manager and the sandbox device plugin: aliases, logging, signals, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import typer
+
+from ccgpu import labels
+from ccgpu.agents.cdi import Aliases, CDIError
+from ccgpu.hw.pci import BDFError, SysfsFormatError
+from ccgpu.hw.sysfs import PathEscapeError
+
+GPU_ALIAS_ENV = "P_GPU_ALIAS"
+NVSWITCH_ALIAS_ENV = "NVSWITCH_ALIAS"
+
+
+def resolve_alias(value: str | None, env: str, default: str) -> str:
+    """The flag if given, else the environment variable even when set to empty (empty -> per-model names,
+    as NVIDIA's plugin reads `P_GPU_ALIAS`), else the default."""
+    if value is not None:
+        return value
+    return os.environ.get(env, default)
+
+
+def aliases(gpu_alias: str | None, nvswitch_alias: str | None) -> Aliases:
+    return Aliases(
+        gpu=resolve_alias(gpu_alias, GPU_ALIAS_ENV, labels.DEFAULT_GPU_ALIAS),
+        nvswitch=resolve_alias(nvswitch_alias, NVSWITCH_ALIAS_ENV, labels.DEFAULT_NVSWITCH_ALIAS),
+    )
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def check_host_root(host_root: str) -> None:
+    if not os.path.isdir(host_root):
+        fail(f"--host-root {host_root!r} is not a directory; give the host's root (/ or the pod's host mount)")
+
+
+def setup_logging(node_name: str | None) -> None:
+    fmt = "%(asctime)s %(levelname)s %(name)s" + (f" [{node_name}]" if node_name else "") + ": %(message)s"
+    logging.basicConfig(level=logging.INFO, format=fmt)
+
+
+def run_until_signalled(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+    """Run `main(stop)` until it returns or SIGTERM/SIGINT sets `stop`; map ccgpu errors to exit code 2."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests)
+                pass
+        await main(stop)
+
+    try:
+        asyncio.run(runner())
+    except (CDIError, PathEscapeError, BDFError, SysfsFormatError) as e:
+        fail(str(e))
+
+
+def run_kata_manager(
+    host_root: str,
+    cdi_dir: str,
+    gpu_alias: str | None,
+    nvswitch_alias: str | None,
+    once: bool,
+    cleanup: bool,
+    configure_containerd: bool,
+    containerd_config: str | None,
+    containerd_dropin: str | None,
+    interval: float,
+    node_name: str | None,
+) -> None:
+    from ccgpu.agents import kata_manager
+    from ccgpu.hw.sysfs import Sysfs
+
+    check_host_root(host_root)
+    if interval <= 0:
+        fail(f"--interval must be a positive number of seconds, got {interval}")
+    try:
+        names = aliases(gpu_alias, nvswitch_alias)
+    except CDIError as e:
+        fail(str(e))
+    options: dict[str, Any] = {}
+    if containerd_config:
+        options["main_config"] = containerd_config
+    if containerd_dropin:
+        options["dropin"] = containerd_dropin
+    config = kata_manager.KataManagerConfig(
+        host_root=host_root, cdi_dir=cdi_dir, aliases=names, configure_containerd=configure_containerd,
+        containerd_options=options, interval_s=interval,
+    )
+    setup_logging(node_name)
+    try:
+        if cleanup:
+            for name in kata_manager.cleanup(Sysfs(host_root), config):
+                typer.echo(f"removed {cdi_dir.rstrip('/')}/{name}")
+            return
+        run_until_signalled(lambda stop: kata_manager.run(config, stop, once=once))
+    except kata_manager.KataManagerError as e:
+        fail(str(e))
+
+
+def run_device_plugin(
+    host_root: str,
+    cdi_dir: str,
+    device_plugin_dir: str,
+    gpu_alias: str | None,
+    nvswitch_alias: str | None,
+    pci_env: bool,
+    wait_for_validations: bool,
+    once: bool,
+    node_name: str | None,
+) -> None:
+    from ccgpu.agents.device_plugin.server import DevicePluginAgent, DevicePluginConfig, RegistrationError
+
+    check_host_root(host_root)
+    try:
+        names = aliases(gpu_alias, nvswitch_alias)
+    except CDIError as e:
+        fail(str(e))
+    config = DevicePluginConfig(
+        host_root=host_root, cdi_dir=cdi_dir, plugin_dir=device_plugin_dir, aliases=names, pci_env=pci_env,
+        wait_for_validations=wait_for_validations,
+    )
+    setup_logging(node_name)
+    try:
+        run_until_signalled(lambda stop: DevicePluginAgent(config).run(stop, once=once))
+    except RegistrationError as e:
+        fail(str(e), code=1)

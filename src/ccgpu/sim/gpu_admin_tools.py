@@ -1,0 +1,143 @@
+"""An emulator of NVIDIA's `nvidia_gpu_tools.py` (gpu-admin-tools) over a simulated host.
+
+Same flags, same log-line shapes, same exit codes as the real CLI (reference/operands.md §3), so the production
+`GpuAdminToolsBackend` runs unchanged against it: tests point the backend's `tool` at this file and set
+`CCGPU_SIM_HOST_ROOT` to a `SimulatedHost` tree. Within one run the options are handled in the real tool's
+order: `--reset-with-os` first, then set/query CC, then set/query PPCIe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+VERSION = "v2025.10.20-ccgpu-sim"
+HOST_ROOT_ENV = "CCGPU_SIM_HOST_ROOT"
+
+log = logging.getLogger("nvidia_gpu_tools")
+
+
+class GpuError(RuntimeError):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nvidia_gpu_tools.py")
+    p.add_argument("--devices", help="gpus | nvswitches | BDF")
+    p.add_argument("--gpu-bdf", help="select GPUs whose BDF contains this text")
+    p.add_argument("--query-cc-mode", action="store_true")
+    p.add_argument("--set-cc-mode", choices=["off", "on", "devtools"])
+    p.add_argument("--reset-after-cc-mode-switch", action="store_true")
+    p.add_argument("--query-ppcie-mode", action="store_true")
+    p.add_argument("--set-ppcie-mode", choices=["off", "on"])
+    p.add_argument("--reset-after-ppcie-mode-switch", action="store_true")
+    p.add_argument("--reset-with-os", action="store_true")
+    p.add_argument("--ignore-nvidia-driver", action="store_true")
+    return p
+
+
+def _label(dev) -> str:
+    """The tool's device prefix: `GPU 0000:3a:00.0 H100-SXM5-80GB 0x2330 BAR0 0x...`."""
+    model = dev.model
+    if dev.kind == "nvswitch":
+        return f"NvSwitch {dev.bdf} LS10 {model.device_id:#06x} BAR0 {dev.bar0:#x}"
+    name = model.short_name.upper().replace(" ", "-")
+    return f"GPU {dev.bdf} {name} {model.device_id:#06x} BAR0 {dev.bar0:#x}"
+
+
+def _select(host, opts) -> list:
+    from ccgpu.hw.pci import BDF, BDFError
+
+    if opts.gpu_bdf:
+        return [host.device(b) for b in host.gpus() if opts.gpu_bdf.lower() in b]
+    sel = opts.devices or "gpus"
+    if sel == "gpus":
+        return [host.device(b) for b in host.gpus()]
+    if sel == "nvswitches":
+        return [host.device(b) for b in host.nvswitches()]
+    try:
+        bdf = str(BDF.parse(sel))
+    except BDFError:
+        raise GpuError(f"Invalid --devices {sel!r}") from None
+    present = set(host.devices())
+    return [host.device(bdf)] if bdf in present else []
+
+
+def _per_device(dev, opts) -> bool:
+    label = _label(dev)
+    state = dev.query_cc()
+    if opts.reset_with_os:
+        dev.reset()
+    if opts.set_cc_mode:
+        if dev.kind != "gpu" or not state.cc_capable:
+            log.error(f"Configuring CC not supported on {label}")
+            return False
+        dev.set_pending_cc(opts.set_cc_mode)
+        log.info(f"{label} CC mode set to {opts.set_cc_mode}. It will be active after GPU reset.")
+        if opts.reset_after_cc_mode_switch:
+            dev.reset()
+            new_mode = dev.query_cc().current
+            if new_mode != opts.set_cc_mode:
+                raise GpuError(f"{label} failed to switch to CC mode {opts.set_cc_mode}, current mode is {new_mode}.")
+            log.info(f"{label} was reset to apply the new CC mode.")
+    if opts.query_cc_mode:
+        if dev.kind != "gpu" or not state.cc_capable:
+            log.error(f"Querying CC mode is not supported on {label}")
+            return False
+        log.info(f"{label} CC mode is {dev.query_cc().current}")
+    if opts.set_ppcie_mode:
+        if not state.ppcie_capable:
+            log.error(f"Configuring PPCIe not supported on {label}")
+            return False
+        dev.set_pending_ppcie(opts.set_ppcie_mode)
+        log.info(f"{label} PPCIe mode set to {opts.set_ppcie_mode}. It will be active after GPU or switch reset.")
+        if opts.reset_after_ppcie_mode_switch:
+            dev.reset()
+            new_mode = dev.query_cc().ppcie_current
+            if new_mode != opts.set_ppcie_mode:
+                raise GpuError(f"{label} failed to switch to PPCIe mode {opts.set_ppcie_mode}, current mode is {new_mode}.")
+            log.info(f"{label} was reset to apply the new PPCIe mode.")
+    if opts.query_ppcie_mode:
+        if not state.ppcie_capable:
+            log.error(f"Querying PPCIe mode is not supported on {label}")
+            return False
+        log.info(f"{label} PPCIe mode is {dev.query_cc().ppcie_current}")
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        stream=sys.stdout, level=logging.INFO,
+        format="%(asctime)s.%(msecs)03d %(levelname)-8s %(message)s", datefmt="%Y-%m-%d,%H:%M:%S",
+    )
+    opts = _parser().parse_args(argv)
+    root = os.environ.get(HOST_ROOT_ENV)
+    if not root:
+        print(f"{HOST_ROOT_ENV} is not set: the emulator needs a simulated host tree", file=sys.stderr)
+        return 2
+    from ccgpu.sim.host import SimulatedHost
+
+    print(f"NVIDIA GPU Tools version {VERSION}")
+    try:
+        host = SimulatedHost.open(root)
+        devices = _select(host, opts)
+        if not devices:
+            log.error("No devices found")
+            return 1
+        print("Topo:")
+        for dev in devices:
+            print(f"  {_label(dev)}")
+        ok = True
+        for dev in devices:
+            ok = _per_device(dev, opts) and ok
+        return 0 if ok else 1
+    except (GpuError, OSError) as e:
+        log.error(f"{e}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""kata-manager's CDI half and the two agents' command lines, on a fake VFIO host."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ccgpu_command, ccgpu_env
+from fakehost import H100_SXM5, H200_SXM, FakeVfioHost
+from typer.testing import CliRunner
+
+from ccgpu.agents import cdi, kata_manager
+from ccgpu.cli import app
+from ccgpu.hw.sysfs import Sysfs
+from ccgpu.sim.kubelet import FakeKubelet
+
+SPEC = "var/run/cdi/nvidia.com-pgpu.yaml"
+
+
+def _host(tmp_path: Path) -> FakeVfioHost:
+    host = FakeVfioHost(tmp_path)
+    host.add("0000:3a:00.0", group=12)
+    host.add("0000:3b:00.0", group=13, device_id=H200_SXM)
+    return host
+
+
+def _kata(tmp_path: Path, *args: str, **env: str):
+    """Run the kata-manager command in-process (typer's CliRunner), with extra environment variables."""
+    return CliRunner().invoke(app, ["agent", "kata-manager", "--host-root", str(tmp_path), *args], env=env)
+
+
+def test_kata_manager_once_writes_a_valid_spec_and_a_second_run_changes_no_byte(tmp_path):
+    _host(tmp_path)
+    first = _kata(tmp_path, "--once")
+    assert first.exit_code == 0, first.output
+    spec_path = tmp_path / SPEC
+    spec = yaml.safe_load(spec_path.read_text())
+    cdi.validate_spec(spec)
+    assert [d["name"] for d in spec["devices"]] == ["12", "13"]
+    before = (spec_path.read_bytes(), spec_path.stat().st_ino, spec_path.stat().st_mtime_ns)
+    second = _kata(tmp_path, "--once")
+    assert second.exit_code == 0, second.output
+    assert (spec_path.read_bytes(), spec_path.stat().st_ino, spec_path.stat().st_mtime_ns) == before
+
+
+def test_empty_p_gpu_alias_gives_per_model_spec_files(tmp_path):
+    _host(tmp_path)
+    result = _kata(tmp_path, "--once", P_GPU_ALIAS="")
+    assert result.exit_code == 0, result.output
+    assert sorted(os.listdir(tmp_path / "var/run/cdi")) == [
+        "nvidia.com-GH100_H100_SXM5_80GB.yaml", "nvidia.com-GH100_H200_SXM_141GB.yaml"
+    ]
+
+
+def test_bad_alias_exits_2_with_the_accepted_form_and_writes_nothing(tmp_path):
+    _host(tmp_path)
+    result = CliRunner().invoke(app, ["agent", "kata-manager", "--host-root", str(tmp_path), "--once",
+                                      "--gpu-alias", "p/gpu"])
+    assert result.exit_code == 2
+    assert "must start with a letter" in result.output
+    assert not (tmp_path / "var/run/cdi").exists()
+
+
+def test_missing_host_root_is_refused(tmp_path):
+    result = CliRunner().invoke(app, ["agent", "kata-manager", "--host-root", str(tmp_path / "nope"), "--once"])
+    assert result.exit_code == 2
+    assert "is not a directory" in result.output
+
+
+def test_configure_containerd_calls_the_containerd_module_with_the_options(tmp_path, monkeypatch):
+    _host(tmp_path)
+    calls = []
+    fake = types.ModuleType("ccgpu.agents.containerd")
+    fake.configure = lambda fs, **kw: calls.append((fs.root, kw))
+    monkeypatch.setitem(sys.modules, "ccgpu.agents.containerd", fake)
+    result = CliRunner().invoke(app, ["agent", "kata-manager", "--host-root", str(tmp_path), "--once",
+                                      "--configure-containerd", "--containerd-config", "/etc/k3s/config.toml"])
+    assert result.exit_code == 0, result.output
+    assert calls == [(Path(os.path.realpath(tmp_path)), {"main_config": "/etc/k3s/config.toml"})]
+    assert (tmp_path / SPEC).exists()
+
+
+def test_configure_containerd_without_the_module_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    _host(tmp_path)
+    monkeypatch.setitem(sys.modules, "ccgpu.agents.containerd", None)  # import fails as if absent
+    result = CliRunner().invoke(app, ["agent", "kata-manager", "--host-root", str(tmp_path), "--once",
+                                      "--configure-containerd"])
+    assert result.exit_code == 2
+    assert "needs ccgpu.agents.containerd" in result.output
+    assert not (tmp_path / "var/run/cdi").exists()
+
+
+def test_cleanup_removes_only_ccgpu_specs(tmp_path):
+    _host(tmp_path)
+    assert _kata(tmp_path, "--once").exit_code == 0
+    (tmp_path / "var/run/cdi/nvidia.com-gpu.yaml").write_text("cdiVersion: 0.5.0\n")
+    result = CliRunner().invoke(app, ["agent", "kata-manager", "--host-root", str(tmp_path), "--cleanup"])
+    assert result.exit_code == 0, result.output
+    assert "removed /var/run/cdi/nvidia.com-pgpu.yaml" in result.output
+    assert os.listdir(tmp_path / "var/run/cdi") == ["nvidia.com-gpu.yaml"]
+
+
+async def test_running_kata_manager_rewrites_the_spec_when_devices_change(tmp_path):
+    host = _host(tmp_path)
+    fs = Sysfs(tmp_path)
+    config = kata_manager.KataManagerConfig(host_root=str(tmp_path), interval_s=0.02)
+    stop = asyncio.Event()
+    task = asyncio.get_running_loop().create_task(kata_manager.run(config, stop))
+    try:
+        await _until(lambda: cdi.spec_device_names(fs, "/var/run/cdi", "nvidia.com/pgpu") == {"12", "13"})
+        host.unbind("0000:3a:00.0")
+        await _until(lambda: cdi.spec_device_names(fs, "/var/run/cdi", "nvidia.com/pgpu") == {"13"})
+        host.add("0000:3c:00.0", group=30, device_id=H100_SXM5)
+        await _until(lambda: cdi.spec_device_names(fs, "/var/run/cdi", "nvidia.com/pgpu") == {"13", "30"})
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def _until(predicate, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_device_plugin_command_registers_with_the_kubelet_over_the_real_socket(tmp_path):
+    host = _host(tmp_path)
+    host.write_readiness()
+    kata_manager.reconcile(Sysfs(tmp_path), kata_manager.KataManagerConfig(host_root=str(tmp_path)))
+    plugin_dir = Path(tempfile.mkdtemp(prefix="ccgpu-cli-"))
+    try:
+        async with FakeKubelet(plugin_dir) as kubelet:
+            proc = await asyncio.create_subprocess_exec(
+                *ccgpu_command("agent", "device-plugin", "--host-root", str(tmp_path),
+                               "--device-plugin-dir", str(plugin_dir), "--once"),
+                env=ccgpu_env(), stderr=asyncio.subprocess.PIPE,
+            )
+            _, err = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == 0, err.decode()
+            assert [(r.resource_name, r.endpoint) for r in kubelet.registrations] == [
+                ("nvidia.com/pgpu", "ccgpu-pgpu.sock")
+            ]
+    finally:
+        shutil.rmtree(plugin_dir, ignore_errors=True)
+
+
+@pytest.mark.parametrize("cmd", ["kata-manager", "device-plugin"])
+def test_agent_help_lists_host_root_and_cdi_dir(cmd):
+    result = CliRunner().invoke(app, ["agent", cmd, "--help"])
+    assert result.exit_code == 0
+    assert "--host-root" in result.output and "--cdi-dir" in result.output
+
+
+async def test_a_failed_pass_keeps_the_current_spec_and_the_next_pass_recovers(tmp_path):
+    host = _host(tmp_path)
+    fs = Sysfs(tmp_path)
+    failures = {"left": 0}
+
+    def flaky_discover(fs):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OSError(5, "Input/output error reading sysfs")
+        return cdi.discover_devices(fs)
+
+    config = kata_manager.KataManagerConfig(host_root=str(tmp_path), interval_s=0.02)
+    stop = asyncio.Event()
+    task = asyncio.get_running_loop().create_task(kata_manager.run(config, stop, discover=flaky_discover))
+    try:
+        await _until(lambda: cdi.spec_device_names(fs, "/var/run/cdi", "nvidia.com/pgpu") == {"12", "13"})
+        failures["left"] = 3
+        host.unbind("0000:3a:00.0")
+        await _until(lambda: failures["left"] == 0)
+        assert not task.done()
+        await _until(lambda: cdi.spec_device_names(fs, "/var/run/cdi", "nvidia.com/pgpu") == {"13"})
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
