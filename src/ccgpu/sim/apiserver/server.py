@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 K8S_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-ccgpu-sim", "gitCommit": "ccgpu-sim",
                "gitTreeState": "clean", "buildDate": "2026-11-26T00:00:00Z", "goVersion": "go1.23.0",
                "compiler": "gc", "platform": "linux/amd64"}
+MAX_BODY = 64 * 1024 * 1024
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 _TRUE = ("true", "1", "True")
 
@@ -79,13 +80,17 @@ class ApiApp:
         """A deletion happened or started: dependents, foreground owners and namespaces may need collecting."""
         self.gc.kick()
 
-    def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        return app
+    def make_server(self) -> web.Server:
+        """A low-level aiohttp server: every path goes to `handle`, which routes by itself (no router)."""
+
+        def request_factory(message, payload, protocol, writer, task):  # type: ignore[no-untyped-def]
+            return web.BaseRequest(message, payload, protocol, writer, task, asyncio.get_running_loop(),
+                                   client_max_size=MAX_BODY)
+
+        return web.Server(self.handle, request_factory=request_factory, access_log=None)
 
     # --- entry ---------------------------------------------------------------------------------------
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
         try:
             disc = self._discovery(path)
@@ -199,7 +204,7 @@ class ApiApp:
         return _Route(rt, namespace, name, sub)
 
     @staticmethod
-    def _verb(request: web.Request, route: _Route) -> str:
+    def _verb(request: web.BaseRequest, route: _Route) -> str:
         m = request.method
         if route.name is None:
             if m == "GET":
@@ -207,7 +212,7 @@ class ApiApp:
             return {"POST": "create", "DELETE": "deletecollection"}.get(m, m.lower())
         return {"GET": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(m, m.lower())
 
-    async def _dispatch(self, request: web.Request, route: _Route, verb: str) -> web.StreamResponse:
+    async def _dispatch(self, request: web.BaseRequest, route: _Route, verb: str) -> web.StreamResponse:
         rt, q = route.rt, request.query
         ns = route.namespace or ""
         dry_run = q.get("dryRun") == "All"
@@ -274,7 +279,7 @@ class ApiApp:
         raise errors.method_not_allowed()
 
     # --- watch ---------------------------------------------------------------------------------------
-    async def _watch(self, request: web.Request, route: _Route) -> web.StreamResponse:
+    async def _watch(self, request: web.BaseRequest, route: _Route) -> web.StreamResponse:
         rt, q = route.rt, request.query
         pred = make_filter(q.get("labelSelector"), q.get("fieldSelector"), rt.group, rt.plural, rt.custom)
         if route.name is not None:
@@ -377,7 +382,7 @@ class ApiApp:
         finally:
             self.store.unsubscribe(watcher)
 
-    def _abort(self, request: web.Request, resp: web.StreamResponse) -> web.StreamResponse:
+    def _abort(self, request: web.BaseRequest, resp: web.StreamResponse) -> web.StreamResponse:
         if request.transport is not None:
             request.transport.close()
         resp.force_close()
@@ -446,12 +451,12 @@ def _int_param(q: Any, name: str) -> int | None:
     return n
 
 
-def _wants_table(request: web.Request) -> bool:
+def _wants_table(request: web.BaseRequest) -> bool:
     accept = request.headers.get("Accept", "")
     return "as=Table" in accept
 
 
-async def _body(request: web.Request, yaml_ok: bool = False, allow_empty: bool = False) -> Any:
+async def _body(request: web.BaseRequest, yaml_ok: bool = False, allow_empty: bool = False) -> Any:
     raw = await request.read()
     if request.content_type == "application/vnd.kubernetes.protobuf":
         try:
@@ -490,7 +495,7 @@ class ApiServer:
                  bookmark_interval: float = 5.0, namespaces: tuple[str, ...] = DEFAULT_NAMESPACES):
         self.host, self.port = host, port
         self.app_state = ApiApp(seed, watch_window, bookmark_interval, namespaces)
-        self._runner: web.AppRunner | None = None
+        self._runner: web.ServerRunner | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
@@ -554,7 +559,7 @@ class ApiServer:
 
     # lifecycle
     async def start(self) -> ApiServer:
-        self._runner = web.AppRunner(self.app_state.make_app(), access_log=None, handle_signals=False,
+        self._runner = web.ServerRunner(self.app_state.make_server(), handle_signals=False,
                                      shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
