@@ -231,3 +231,44 @@ async def test_crd_versions_share_storage_and_each_serves_its_api_version(http):
     assert status == 200 and old["apiVersion"] == "example.com/v1beta1" and old["spec"] == {"size": 2}
     _, groups = await http.get("/apis/example.com")
     assert groups["preferredVersion"]["version"] == "v1"
+
+
+PODS = "/api/v1/namespaces/default/pods"
+
+
+def pod(name: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "busybox:1"}]}}
+
+
+async def test_pod_spec_is_immutable_except_images_and_added_tolerations(http):
+    await http.post(PODS, pod("p"))
+    status, body = await http.patch(PODS + "/p", {"spec": {"nodeName": "n1"}})
+    assert status == 422 and "pod updates may not change fields other than" in body["message"]
+    status, p = await http.patch(PODS + "/p", {"spec": {"containers": [{"name": "c", "image": "busybox:2"}],
+                                                        "tolerations": [{"key": "k", "operator": "Exists"}]}},
+                                 ctype="application/strategic-merge-patch+json")
+    assert status == 200 and p["spec"]["containers"][0]["image"] == "busybox:2"
+
+
+async def test_binding_assigns_a_pod_to_a_node_once(http):
+    await http.post(PODS, pod("p"))
+    binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"},
+               "target": {"apiVersion": "v1", "kind": "Node", "name": "n1"}}
+    status, body = await http.post(PODS + "/p/binding", binding)
+    assert status == 201 and body["status"] == "Success"
+    _, p = await http.get(PODS + "/p")
+    assert p["spec"]["nodeName"] == "n1"
+    assert {c["type"]: c["status"] for c in p["status"]["conditions"]} == {"PodScheduled": "True"}
+    status, body = await http.post(PODS + "/p/binding", binding)
+    assert status == 409 and 'already assigned to node "n1"' in body["message"]
+
+
+async def test_daemonset_selector_is_immutable(http):
+    ds = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "d"},
+          "spec": {"selector": {"matchLabels": {"app": "d"}},
+                   "template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": []}}}}
+    await http.post("/apis/apps/v1/namespaces/default/daemonsets", ds)
+    status, body = await http.patch("/apis/apps/v1/namespaces/default/daemonsets/d",
+                                    {"spec": {"selector": {"matchLabels": {"app": "e"}}}})
+    assert status == 422 and "spec.selector" in body["message"] and "field is immutable" in body["message"]

@@ -71,16 +71,22 @@ async def test_update_by_another_writer_conflicts_with_a_later_apply(http):
 
 
 async def test_keyed_list_items_are_owned_per_key(http):
-    pods = "/api/v1/namespaces/default/pods"
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
-           "spec": {"containers": [{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}]}}
-    await apply(http, pods + "/p", pod, "mgr")
-    await http.patch(pods + "/p", {"spec": {"containers": [{"name": "c", "image": "c:1"}]}},
+    daemonsets = "/apis/apps/v1/namespaces/default/daemonsets"
+
+    def ds(*containers):
+        return {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "d"},
+                "spec": {"selector": {"matchLabels": {"app": "d"}},
+                         "template": {"metadata": {"labels": {"app": "d"}},
+                                      "spec": {"containers": [{"name": n, "image": i} for n, i in containers]}}}}
+
+    await apply(http, daemonsets + "/d", ds(("a", "a:1"), ("b", "b:1")), "mgr")
+    await http.patch(daemonsets + "/d",
+                     {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "c:1"}]}}}},
                      ctype="application/strategic-merge-patch+json", fieldManager="other")
-    pod["spec"]["containers"] = [{"name": "a", "image": "a:2"}]
-    status, obj = await apply(http, pods + "/p", pod, "mgr")
+    status, obj = await apply(http, daemonsets + "/d", ds(("a", "a:2")), "mgr")
     assert status == 200
-    assert [(c["name"], c["image"]) for c in obj["spec"]["containers"]] == [("a", "a:2"), ("c", "c:1")]
+    containers = obj["spec"]["template"]["spec"]["containers"]
+    assert [(c["name"], c["image"]) for c in containers] == [("a", "a:2"), ("c", "c:1")]
 
 
 async def test_apply_to_status_subresource_touches_only_status(http, crd):

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from . import conversion, errors, ssa
+from . import conversion, errors, ssa, strategies
 from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from .resources import GENERATION_KINDS, Registry, ResourceType
 from .store import Key, Store
@@ -158,7 +158,7 @@ class Verbs:
             meta["generation"] = 1
         else:
             meta.pop("generation", None)
-        self._prepare_create(rt, obj)
+        strategies.prepare_create(rt, obj, now_rfc3339())
         if field_manager and not _applied:
             meta.pop("managedFields", None)
             ssa.record_update(None, obj, field_manager, rt.api_version, meta["creationTimestamp"], rt.status)
@@ -202,49 +202,6 @@ class Verbs:
             meta.pop("namespace", None)
         return obj
 
-    def _prepare_create(self, rt: ResourceType, obj: dict[str, Any]) -> None:
-        """What each type's create strategy resets: status written only through /status, defaults."""
-        if rt.custom and rt.status:
-            obj.pop("status", None)
-        elif rt.key == ("apps", "daemonsets"):
-            obj["status"] = {"currentNumberScheduled": 0, "numberMisscheduled": 0, "desiredNumberScheduled": 0,
-                             "numberReady": 0}
-            spec = obj.setdefault("spec", {})
-            spec.setdefault("revisionHistoryLimit", 10)
-            spec.setdefault("updateStrategy", {"type": "RollingUpdate",
-                                               "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}})
-        elif rt.key == ("apps", "deployments"):
-            obj["status"] = {}
-            spec = obj.setdefault("spec", {})
-            spec.setdefault("replicas", 1)
-            spec.setdefault("revisionHistoryLimit", 10)
-            spec.setdefault("progressDeadlineSeconds", 600)
-        elif rt.key == ("", "pods"):
-            obj["status"] = {"phase": "Pending"}
-            obj.setdefault("spec", {})
-        elif rt.key == NS_KEY:
-            obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
-            obj["status"] = {"phase": "Active"}
-        elif rt.key == CRD_KEY:
-            spec = obj.get("spec") or {}
-            names = spec.get("names") or {}
-            accepted = dict(names)
-            accepted.setdefault("singular", names.get("kind", "").lower())
-            accepted.setdefault("listKind", names.get("kind", "") + "List")
-            obj["status"] = {
-                "acceptedNames": accepted,
-                "conditions": [
-                    {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
-                     "message": "no conflicts found", "lastTransitionTime": now_rfc3339()},
-                    {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
-                     "message": "the initial names have been accepted", "lastTransitionTime": now_rfc3339()},
-                ],
-                "storedVersions": [v["name"] for v in spec.get("versions", []) if v.get("storage")],
-            }
-        if (rt.custom or rt.kind in GENERATION_KINDS) and rt.key != CRD_KEY and "spec" not in obj \
-                and not rt.custom:
-            obj["spec"] = {}
-
     # --- update ------------------------------------------------------------------------------------
     def update(self, rt: ResourceType, ns: str, name: str, body: Any, *, subresource: str = "",
                dry_run: bool = False, field_manager: str | None = None, field_validation: str | None = None,
@@ -262,7 +219,8 @@ class Verbs:
 
     def _write(self, rt: ResourceType, old: dict[str, Any], new: dict[str, Any], subresource: str,
                dry_run: bool, field_manager: str | None, field_validation: str | None,
-               warnings: list[str] | None, record: bool = True) -> dict[str, Any]:
+               warnings: list[str] | None, record: bool = True,
+               bypass_immutability: bool = False) -> dict[str, Any]:
         """Commit `new` over `old` under the type's rules; a no-op write returns `old` unchanged."""
         old_meta = old["metadata"]
         # `new` may share unchanged subtrees with `old` (stored objects are never modified in place): copy only
@@ -307,6 +265,10 @@ class Verbs:
                     "metadata.finalizers", f"Forbidden: no new finalizers can be added if the object is being "
                     f"deleted, found new finalizers {sorted(added)!r}", "FieldValueForbidden")])
         self._validate(rt, new, field_validation, warnings, old)
+        if subresource != "status" and not bypass_immutability:
+            causes = strategies.update_causes(rt, old, new)
+            if causes:
+                raise errors.invalid(rt.kind, rt.group, meta["name"], causes)
         if rt.key == NS_KEY and old_meta.get("deletionTimestamp"):
             new["status"] = old.get("status")
         if record and field_manager:
@@ -407,6 +369,31 @@ class Verbs:
         merged["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         return self._write(rt, old, merged, subresource, dry_run, None, field_validation, warnings,
                            record=False)
+
+    # --- pods/binding ------------------------------------------------------------------------------
+    def bind(self, rt: ResourceType, ns: str, name: str, body: Any) -> dict[str, Any]:
+        """POST pods/<name>/binding, as the scheduler binds a pod: sets spec.nodeName exactly once."""
+        old = self._existing(rt, ns, name)
+        if not isinstance(body, dict) or body.get("kind") != "Binding":
+            raise errors.bad_request("a binding must be a Binding object (apiVersion v1, kind Binding, target)")
+        target = (body.get("target") or {}).get("name")
+        if not target:
+            raise errors.invalid("Binding", "", name, [errors.field_cause("target.name", "Required value",
+                                                                          "FieldValueRequired")])
+        current = (old.get("spec") or {}).get("nodeName")
+        if current:
+            raise errors.conflict(rt.plural, rt.group, name, f'pod {name} is already assigned to node "{current}"')
+        new = dict(old)
+        new["spec"] = {**(old.get("spec") or {}), "nodeName": target}
+        status = dict(old.get("status") or {})
+        conditions = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
+        status["conditions"] = [*conditions, {"type": "PodScheduled", "status": "True",
+                                              "lastTransitionTime": now_rfc3339()}]
+        new["status"] = status
+        self._write(rt, old, new, "", False, "kube-scheduler", None, None, bypass_immutability=True)
+        after = self._existing(rt, ns, name)  # a main write keeps status: set the condition through /status
+        self._write(rt, after, {**after, "status": status}, "status", False, "kube-scheduler", None, None)
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
     # --- delete ------------------------------------------------------------------------------------
     def delete(self, rt: ResourceType, ns: str, name: str, options: dict[str, Any] | None = None,
