@@ -173,3 +173,20 @@ def test_arbitrary_bodies_never_crash_the_server_or_corrupt_state(body, method, 
                 assert r2.status == 200
 
     asyncio.run(scenario())
+
+
+async def test_schema_defaults_are_applied_and_alternatives_checked(http):
+    from apiserver_helpers import widget_crd
+
+    crd = widget_crd()
+    spec_schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    spec_schema["properties"]["mode"] = {"type": "string", "default": "on"}
+    spec_schema["properties"]["port"] = {"anyOf": [{"type": "integer"}, {"type": "string"}],
+                                         "x-kubernetes-int-or-string": True}
+    spec_schema["properties"]["limits"] = {"type": "object", "properties": {"gpus": {"type": "integer",
+                                                                                        "default": 1}}}
+    assert (await http.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd))[0] == 201
+    status, w = await http.post(WIDGETS, {**widget("w"), "spec": {"size": 1, "limits": {}}})
+    assert status == 201 and w["spec"] == {"size": 1, "mode": "on", "limits": {"gpus": 1}}
+    status, body = await http.post(WIDGETS, {**widget("w2"), "spec": {"size": 1, "port": [1]}})
+    assert status == 422 and "spec.port" in body["message"]
