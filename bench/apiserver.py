@@ -4,7 +4,8 @@ watchers. Prints one JSON document with requests/s for get, list and patch and w
     python bench/apiserver.py [--nodes 5000] [--watchers 20]
 
 The server runs as `ccgpu sim apiserver` in its own process, the 20 watchers in another, the measuring client
-in this one, as they would against a real cluster. Targets (issue 3, on a 2-core machine): >= 1,500 patches/s
+in this one, as they would against a real cluster. Rates are the median of 3 rounds (best also shown), as the
+machine may be shared. Targets (issue 3, on a 2-core machine): >= 1,500 patches/s
 from one client, a list of 5,000 nodes in < 250 ms, watch delivery p99 < 50 ms.
 """
 
@@ -126,8 +127,10 @@ async def bench(url: str, n_nodes: int, n_watchers: int, paced_rate: float) -> d
             async with s.get(url + f"/api/v1/nodes/node-{i % n_nodes:05d}") as r:
                 await r.read()
 
-        n_get = min(5000, n_nodes)
-        res["get_per_s"] = round(n_get / await run_concurrently(n_get, 16, get))
+        n_get = min(2000, n_nodes)
+        rates = [n_get / await run_concurrently(n_get, 16, get) for _ in range(3)]
+        res["get_per_s"] = round(statistics.median(rates))
+        res["get_per_s_best_of_3"] = round(max(rates))
 
         async def patch(i: int):
             body = {"metadata": {"labels": {"nvidia.com/cc.mode.state": "on" if i % 2 else "off"}}}
@@ -136,8 +139,10 @@ async def bench(url: str, n_nodes: int, n_watchers: int, paced_rate: float) -> d
                 assert r.status == 200, await r.text()
                 await r.read()
 
-        n_patch = min(5000, n_nodes)
-        res["patch_per_s_one_client"] = round(n_patch / await run_concurrently(n_patch, 16, patch))
+        n_patch = min(2000, n_nodes)
+        rates = [n_patch / await run_concurrently(n_patch, 16, patch) for _ in range(3)]
+        res["patch_per_s_one_client"] = round(statistics.median(rates))
+        res["patch_per_s_one_client_best_of_3"] = round(max(rates))
 
         # 20 watchers in another process; first a throughput run under fan-out, then a paced latency run.
         async with s.get(url + "/api/v1/nodes", params={"limit": "1"}) as r:
