@@ -190,3 +190,10 @@ async def test_schema_defaults_are_applied_and_alternatives_checked(http):
     assert status == 201 and w["spec"] == {"size": 1, "mode": "on", "limits": {"gpus": 1}}
     status, body = await http.post(WIDGETS, {**widget("w2"), "spec": {"size": 1, "port": [1]}})
     assert status == 422 and "spec.port" in body["message"]
+
+
+async def test_unknown_fields_are_reported_in_a_warning_header_under_warn(http, crd, api):
+    async with http.session.post(api.url + WIDGETS, json={**widget("w"), "spec": {"size": 1, "extra": 1}},
+                                 params={"fieldValidation": "Warn"}) as r:
+        assert r.status == 201
+        assert r.headers["Warning"] == '299 - "unknown field \\"spec.extra\\""'
