@@ -81,3 +81,23 @@ def test_seeding_an_unknown_kind_names_it():
 def test_two_servers_get_different_ports():
     with ApiServer() as a, ApiServer() as b:
         assert a.port != b.port and a.port > 0
+
+
+async def test_aggregated_discovery_is_served_when_asked_for(http, crd):
+    accept = ("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
+              "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json")
+    async with http.session.get(http.url + "/apis", headers={"Accept": accept}) as r:
+        assert r.headers["Content-Type"] == "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+        doc = await r.json(content_type=None)
+    assert doc["kind"] == "APIGroupDiscoveryList" and doc["apiVersion"] == "apidiscovery.k8s.io/v2"
+    groups = {g["metadata"]["name"]: g for g in doc["items"]}
+    widgets = groups["example.com"]["versions"][0]["resources"][0]
+    assert widgets["resource"] == "widgets" and widgets["scope"] == "Namespaced"
+    assert widgets["responseKind"] == {"group": "example.com", "version": "v1", "kind": "Widget"}
+    assert widgets["subresources"][0]["subresource"] == "status"
+    async with http.session.get(http.url + "/api", headers={"Accept": accept}) as r:
+        core = await r.json(content_type=None)
+    names = {res["resource"] for res in core["items"][0]["versions"][0]["resources"]}
+    assert {"nodes", "pods", "namespaces"} <= names
+    _, legacy = await http.get("/apis")
+    assert legacy["kind"] == "APIGroupList"

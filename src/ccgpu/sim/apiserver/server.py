@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import errors, openapi, protobuf
+from . import discovery, errors, openapi, protobuf
 from .errors import ApiError
 from .faults import Faults
 from .gc import GarbageCollector
@@ -93,7 +93,7 @@ class ApiApp:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
         try:
-            disc = self._discovery(path)
+            disc = self._discovery(path, request.headers.get("Accept", ""))
             if disc is not None:
                 if request.method != "GET":
                     raise errors.method_not_allowed()
@@ -130,54 +130,46 @@ class ApiApp:
                 self.metrics.record(verb, resource, code)
 
     # --- discovery -----------------------------------------------------------------------------------
-    def _discovery(self, path: str) -> web.Response | None:
+    def _discovery(self, path: str, accept: str) -> web.Response | None:
+        reg = self.registry
         if path == "/version":
             return _json(K8S_VERSION)
+        if path in ("/api", "/apis") and discovery.wants_aggregated(accept):
+            return web.Response(body=json.dumps(discovery.aggregated(reg, core=path == "/api")).encode(),
+                                headers={"Content-Type": discovery.AGGREGATED_V2})
         if path == "/api":
             return _json({"kind": "APIVersions", "versions": ["v1"],
                           "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0",
                                                           "serverAddress": self.address}]})
         if path == "/api/v1":
-            return _json(self._resource_list("", "v1"))
+            return _json(discovery.resource_list(reg, "", "v1"))
         if path == "/apis":
-            return _json({"kind": "APIGroupList", "apiVersion": "v1",
-                          "groups": [self._group(g, vs) for g, vs in self.registry.groups().items()]})
+            return _json(discovery.group_list(reg))
         parts = path.split("/")
         if len(parts) == 3 and parts[1] == "apis":
-            vs = self.registry.groups().get(parts[2])
+            vs = reg.groups().get(parts[2])
             if not vs:
                 raise errors.unknown_resource()
-            return _json({"kind": "APIGroup", "apiVersion": "v1", **self._group(parts[2], vs)})
+            return _json({"kind": "APIGroup", "apiVersion": "v1", **discovery.group(parts[2], vs)})
         if len(parts) == 4 and parts[1] == "apis":
-            if parts[3] not in self.registry.groups().get(parts[2], []):
+            if parts[3] not in reg.groups().get(parts[2], []):
                 raise errors.unknown_resource()
-            return _json(self._resource_list(parts[2], parts[3]))
+            return _json(discovery.resource_list(reg, parts[2], parts[3]))
         if path == "/openapi/v3":
-            return _json(openapi.index(self.registry))
+            return _json(openapi.index(reg))
         if path.startswith("/openapi/v3/"):
             rest = path[len("/openapi/v3/"):].split("/")
             doc = None
             if rest[:1] == ["api"] and len(rest) == 2:
-                doc = openapi.document(self.registry, "", rest[1])
+                doc = openapi.document(reg, "", rest[1])
             elif rest[:1] == ["apis"] and len(rest) == 3:
-                doc = openapi.document(self.registry, rest[1], rest[2])
+                doc = openapi.document(reg, rest[1], rest[2])
             if doc is None:
                 raise errors.unknown_resource()
             return _json(doc)
         if path.startswith("/openapi"):
             raise errors.unknown_resource()
         return None
-
-    def _group(self, group: str, versions: list[str]) -> dict[str, Any]:
-        gvs = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
-        return {"name": group, "versions": gvs, "preferredVersion": gvs[0]}
-
-    def _resource_list(self, group: str, version: str) -> dict[str, Any]:
-        resources = []
-        for t in self.registry.in_group_version(group, version):
-            resources += t.discovery()
-        return {"kind": "APIResourceList", "apiVersion": "v1",
-                "groupVersion": f"{group}/{version}" if group else version, "resources": resources}
 
     # --- routing -------------------------------------------------------------------------------------
     def _parse(self, path: str) -> _Route:
