@@ -74,7 +74,7 @@ def rows(output: str) -> list[list[str]]:
 
 
 def test_kubectl_version_and_api_resources_discovery(kubectl):
-    assert "Server Version: v1.32.0" in kubectl("version").stdout
+    assert "v1.32.0-ccgpu-sim" in kubectl("version").stdout
     names = {r[0] for r in rows(kubectl("api-resources", "--no-headers").stdout)}
     assert {"nodes", "pods", "namespaces", "daemonsets", "runtimeclasses", "leases",
             "customresourcedefinitions", "events"} <= names
