@@ -197,3 +197,34 @@ async def test_unknown_fields_are_reported_in_a_warning_header_under_warn(http, 
                                  params={"fieldValidation": "Warn"}) as r:
         assert r.status == 201
         assert r.headers["Warning"] == '299 - "unknown field \\"spec.extra\\""'
+
+
+segments = st.sampled_from(["api", "apis", "v1", "apps", "nodes", "namespaces", "default", "pods", "status",
+                            "binding", "finalize", "x", "", "example.com", "widgets", "..", "%2F", "watch"])
+query_keys = st.sampled_from(["watch", "labelSelector", "fieldSelector", "limit", "continue", "resourceVersion",
+                              "timeoutSeconds", "dryRun", "fieldManager", "force", "propagationPolicy",
+                              "allowWatchBookmarks", "sendInitialEvents", "fieldValidation"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(path=st.lists(segments, min_size=1, max_size=6),
+       query=st.dictionaries(query_keys, st.text(max_size=6), max_size=3),
+       method=st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE"]))
+def test_arbitrary_paths_and_queries_get_a_status_never_a_500(path, query, method):
+    import asyncio
+
+    import aiohttp
+
+    from ccgpu.sim.apiserver import ApiServer
+
+    async def scenario():
+        async with ApiServer() as api, aiohttp.ClientSession() as s:
+            await s.post(api.url + NODES, json=node("n"))
+            params = {**query, "timeoutSeconds": "1"} if query.get("watch") else query
+            async with s.request(method, api.url + "/" + "/".join(path), params=params,
+                                 data=json.dumps(node("n")), headers={"Content-Type": "application/json"},
+                                 timeout=aiohttp.ClientTimeout(total=10)) as r:
+                assert r.status < 500, await r.text()
+                await r.read()
+
+    asyncio.run(scenario())
