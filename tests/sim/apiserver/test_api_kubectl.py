@@ -188,3 +188,15 @@ def test_kubectl_create_generators_send_protobuf_that_the_server_decodes(kubectl
     assert rows(kubectl("get", "sa", "-n", "team-a").stdout)[1][0] == "robot"
     r = kubectl("create", "deployment", "d", "--image=x", ok=False)
     assert r.returncode != 0 and "send JSON or YAML" in r.stderr
+
+
+def test_kubectl_cordon_and_drain_evict_the_pods_on_a_node(kubectl, server):
+    kubectl.apply(NODE)
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "gpu-pod", "namespace": "default"},
+           "spec": {"nodeName": "gpu-node-1", "containers": [{"name": "c", "image": "busybox"}]}}
+    kubectl.apply(pod)
+    out = kubectl("drain", "gpu-node-1", "--ignore-daemonsets", "--force", "--timeout=20s")
+    assert "pod/gpu-pod evicted" in out.stdout and "node/gpu-node-1 drained" in out.stdout
+    assert server.metrics.count("create", "pods/eviction") == 1
+    assert server.get("v1", "Pod", "gpu-pod", "default") is None
+    assert server.get("v1", "Node", "gpu-node-1")["spec"]["unschedulable"] is True

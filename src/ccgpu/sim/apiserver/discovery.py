@@ -52,6 +52,8 @@ def _aggregated_resource(t: ResourceType) -> dict[str, Any]:
     if t.key == ("", "pods"):
         subs.append({"subresource": "binding", "responseKind": {"group": "", "version": "v1", "kind": "Binding"},
                      "verbs": ["create"]})
+        subs.append({"subresource": "eviction",
+                     "responseKind": {"group": "policy", "version": "v1", "kind": "Eviction"}, "verbs": ["create"]})
     if subs:
         res["subresources"] = subs
     return res

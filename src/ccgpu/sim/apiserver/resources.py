@@ -59,6 +59,8 @@ class ResourceType:
         if self.key == ("", "pods"):
             out.append({"name": "pods/binding", "singularName": "", "namespaced": True, "kind": "Binding",
                         "verbs": ["create"]})
+            out.append({"name": "pods/eviction", "singularName": "", "namespaced": True, "group": "policy",
+                        "version": "v1", "kind": "Eviction", "verbs": ["create"]})
         return out
 
 

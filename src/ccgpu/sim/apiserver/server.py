@@ -190,7 +190,7 @@ class ApiApp:
         name = rest[1] if len(rest) > 1 else None
         sub = rest[2] if len(rest) > 2 else ""
         if sub and not ((sub == "status" and rt.status) or (sub == "finalize" and plural == "namespaces")
-                        or (sub == "binding" and rt.key == ("", "pods"))):
+                        or (sub in ("binding", "eviction") and rt.key == ("", "pods"))):
             raise errors.unknown_resource()
         if name is not None and rt.namespaced and namespace is None:
             raise errors.unknown_resource()
@@ -203,7 +203,7 @@ class ApiApp:
             if m == "GET":
                 return "watch" if request.query.get("watch") in _TRUE else "list"
             return {"POST": "create", "DELETE": "deletecollection"}.get(m, m.lower())
-        if route.subresource == "binding" and m == "POST":
+        if route.subresource in ("binding", "eviction") and m == "POST":
             return "create"
         return {"GET": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(m, m.lower())
 
@@ -235,6 +235,8 @@ class ApiApp:
             return _raw_json(self.store.dumps(obj))
         if verb == "create" and route.subresource == "binding":
             return _json(self.verbs.bind(rt, ns, route.name or "", await _body(request)), 201)
+        if verb == "create" and route.subresource == "eviction":
+            return _json(self.verbs.evict(rt, ns, route.name or "", await _body(request)), 201)
         if verb == "create":
             if route.subresource:
                 raise errors.method_not_allowed()

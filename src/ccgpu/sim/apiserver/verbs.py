@@ -395,6 +395,18 @@ class Verbs:
         self._write(rt, after, {**after, "status": status}, "status", False, "kube-scheduler", None, None)
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
+    # --- pods/eviction -----------------------------------------------------------------------------
+    def evict(self, rt: ResourceType, ns: str, name: str, body: Any) -> dict[str, Any]:
+        """POST pods/<name>/eviction (policy/v1 Eviction), as `kubectl drain` does. There are no
+        PodDisruptionBudgets here, so an eviction is a delete with the Eviction's DeleteOptions."""
+        if not isinstance(body, dict) or body.get("kind") != "Eviction":
+            raise errors.bad_request("an eviction must be an Eviction object (apiVersion policy/v1, kind Eviction)")
+        if (body.get("metadata") or {}).get("name") not in (None, name):
+            raise errors.bad_request(f"the name of the eviction ({body['metadata'].get('name')}) does not match "
+                                     f"the pod ({name})")
+        self.delete(rt, ns, name, body.get("deleteOptions") or {})
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+
     # --- delete ------------------------------------------------------------------------------------
     def delete(self, rt: ResourceType, ns: str, name: str, options: dict[str, Any] | None = None,
                dry_run: bool = False) -> dict[str, Any]:
