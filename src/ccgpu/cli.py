@@ -183,6 +183,9 @@ def sim_host(
     iommu: Annotated[
         bool | None, typer.Option("--iommu/--no-iommu", help="Override the profile's IOMMU setting.")
     ] = None,
+    cc_mode: Annotated[
+        str, typer.Option("--cc-mode", help="Mode the GPUs booted in: off, on, devtools or ppcie.")
+    ] = "off",
 ) -> None:
     """Build a simulated host tree (sysfs, /dev/vfio, /proc) from a profile, for tests and scripts."""
     from ccgpu.sim import host as simhost
@@ -202,6 +205,9 @@ def sim_host(
         overrides["gpu_driver"] = None if gpu_driver == "none" else gpu_driver
     if iommu is not None:
         overrides["iommu"] = iommu
+    if cc_mode not in ("off", "on", "devtools", "ppcie"):
+        raise typer.BadParameter(f"{cc_mode!r}; accepted: off, on, devtools, ppcie", param_hint="--cc-mode")
+    overrides["ppcie_mode" if cc_mode == "ppcie" else "cc_mode"] = "on" if cc_mode == "ppcie" else cc_mode
     try:
         built = simhost.SimulatedHost.create(directory, profile, **overrides)
     except (ProfileError, simhost.SimHostError) as e:
