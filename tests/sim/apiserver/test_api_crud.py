@@ -272,3 +272,34 @@ async def test_daemonset_selector_is_immutable(http):
     status, body = await http.patch("/apis/apps/v1/namespaces/default/daemonsets/d",
                                     {"spec": {"selector": {"matchLabels": {"app": "e"}}}})
     assert status == 422 and "spec.selector" in body["message"] and "field is immutable" in body["message"]
+
+
+async def test_pages_of_a_list_are_one_snapshot_even_when_objects_change_between_pages(http):
+    for i in range(4):
+        await http.post(NODES, node(f"n{i}", v="0"))
+    _, first = await http.get(NODES, limit=2)
+    await http.patch(NODES + "/n3", {"metadata": {"labels": {"v": "1"}}})
+    await http.delete(NODES + "/n2")
+    await http.post(NODES, node("n4"))
+    _, second = await http.get(NODES, limit=10, **{"continue": first["metadata"]["continue"]})
+    assert [(o["metadata"]["name"], o["metadata"]["labels"]["v"]) for o in second["items"]] == [("n2", "0"),
+                                                                                                ("n3", "0")]
+    assert second["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
+
+
+async def test_continue_token_older_than_the_window_is_410_expired(http, api):
+    for i in range(3):
+        await http.post(NODES, node(f"n{i}"))
+    _, first = await http.get(NODES, limit=1)
+    await http.patch(NODES + "/n1", {"metadata": {"labels": {"x": "y"}}})
+    api.compact()
+    status, body = await http.get(NODES, limit=1, **{"continue": first["metadata"]["continue"]})
+    assert status == 410 and body["reason"] == "Expired"
+    assert body["message"].startswith("The provided continue parameter is too old")
+
+
+async def test_exact_resource_version_list_reads_the_past(http):
+    _, n = await http.post(NODES, node("n", v="old"))
+    await http.patch(NODES + "/n", {"metadata": {"labels": {"v": "new"}}})
+    _, past = await http.get(NODES, resourceVersion=n["metadata"]["resourceVersion"], resourceVersionMatch="Exact")
+    assert [o["metadata"]["labels"]["v"] for o in past["items"]] == ["old"]

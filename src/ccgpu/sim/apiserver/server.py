@@ -219,7 +219,8 @@ class ApiApp:
         if verb == "list":
             pred = make_filter(q.get("labelSelector"), q.get("fieldSelector"), rt.group, rt.plural, rt.custom)
             limit = _int_param(q, "limit")
-            result = self.verbs.list(rt, route.namespace, pred, limit, q.get("continue"))
+            exact = _int_param(q, "resourceVersion") if q.get("resourceVersionMatch") == "Exact" else None
+            result = self.verbs.list(rt, route.namespace, pred, limit, q.get("continue"), exact)
             if _wants_table(request):
                 return _json(to_table(rt, result["items"], result["metadata"], q.get("includeObject", "Metadata")))
             head = json.dumps({k: v for k, v in result.items() if k != "items"}, separators=(",", ":"))

@@ -83,9 +83,25 @@ class Store:
     def get(self, key: Key, namespace: str, name: str) -> dict[str, Any] | None:
         return self._objects.get(key, {}).get((namespace, name))
 
-    def list(self, key: Key, namespace: str | None = None) -> list[dict[str, Any]]:
-        """Objects sorted by (namespace, name); callers must not modify them."""
+    def list(self, key: Key, namespace: str | None = None, at: int | None = None) -> list[dict[str, Any]]:
+        """Objects sorted by (namespace, name), now or as of resourceVersion `at` (rebuilt by undoing the
+        logged changes after it; TooOld once they have left the window). Callers must not modify them."""
         items = self._objects.get(key, {})
+        if at is not None and at < self.rv:
+            if at < self.horizon:
+                raise TooOld(at, self.horizon + 1)
+            items = dict(items)
+            for ev in reversed(self._log):
+                if ev.rv <= at:
+                    break
+                if ev.key != key:
+                    continue
+                meta = ev.obj["metadata"]
+                okey = (meta.get("namespace", ""), meta["name"])
+                if ev.type == "ADDED" or ev.prev is None:
+                    items.pop(okey, None)
+                else:
+                    items[okey] = ev.prev
         keys = sorted(k for k in items if namespace is None or k[0] == namespace)
         return [items[k] for k in keys]
 

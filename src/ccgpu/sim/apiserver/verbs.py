@@ -18,7 +18,7 @@ from typing import Any
 from . import conversion, errors, ssa, strategies
 from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from .resources import GENERATION_KINDS, Registry, ResourceType
-from .store import Key, Store
+from .store import Key, Store, TooOld
 from .validation import metadata_causes, schema_causes
 
 _GENERATE_CHARS = "bcdfghjklmnpqrstvwxz2456789"
@@ -105,21 +105,28 @@ class Verbs:
         return self.out(rt, self._existing(rt, ns, name))
 
     def list(self, rt: ResourceType, ns: str | None, pred: Callable[[dict], bool],
-             limit: int | None = None, cont: str | None = None) -> dict[str, Any]:
-        rv = self.store.rv
-        items = self.store.list(rt.key, ns if rt.namespaced else None)
+             limit: int | None = None, cont: str | None = None, exact_rv: int | None = None) -> dict[str, Any]:
+        """A page of objects. A continue token (or resourceVersionMatch=Exact) reads the state as of its
+        resourceVersion, rebuilt from the watch window, so pages are one consistent snapshot; once that
+        version has left the window the answer is 410 Expired, as etcd compaction makes it."""
+        rv = self.store.rv if exact_rv is None else exact_rv
         start_after: tuple[str, str] | None = None
         if cont:
             try:
                 token = json.loads(base64.urlsafe_b64decode(cont.encode()).decode())
                 start_after = (token["ns"], token["name"])
+                rv = int(token["rv"])
             except (ValueError, KeyError, TypeError):
                 raise errors.bad_request(f"invalid continue token {cont!r}: it must be the value of "
                                          "metadata.continue from a previous list") from None
-            if int(token.get("rv", 0)) < self.store.horizon:
+        try:
+            items = self.store.list(rt.key, ns if rt.namespaced else None, at=rv)
+        except TooOld:
+            if cont:
                 raise errors.ApiError(410, "Expired", "The provided continue parameter is too old to display a "
                                       "consistent list result. You can start a new list without the continue "
-                                      "parameter.")
+                                      "parameter.") from None
+            raise errors.gone(f"too old resource version: {rv} ({self.store.horizon + 1})") from None
         selected, more = [], False
         for obj in items:
             meta = obj["metadata"]
