@@ -101,3 +101,8 @@ async def test_aggregated_discovery_is_served_when_asked_for(http, crd):
     assert {"nodes", "pods", "namespaces"} <= names
     _, legacy = await http.get("/apis")
     assert legacy["kind"] == "APIGroupList"
+
+
+def test_binding_beyond_loopback_is_refused():
+    with pytest.raises(ValueError, match="binds only to loopback"):
+        ApiServer(host="0.0.0.0")  # noqa: S104

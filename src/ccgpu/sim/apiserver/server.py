@@ -36,6 +36,7 @@ K8S_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-ccgpu-sim", "
                "gitTreeState": "clean", "buildDate": "2026-11-26T00:00:00Z", "goVersion": "go1.23.0",
                "compiler": "gc", "platform": "linux/amd64"}
 MAX_BODY = 64 * 1024 * 1024
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 _TRUE = ("true", "1", "True")
 
@@ -493,6 +494,9 @@ class ApiServer:
 
     def __init__(self, port: int = 0, host: str = "127.0.0.1", *, seed: int = 0, watch_window: int = 20000,
                  bookmark_interval: float = 5.0, namespaces: tuple[str, ...] = DEFAULT_NAMESPACES):
+        if host not in LOOPBACK:
+            raise ValueError(f"the simulator serves plain HTTP without authentication, so it binds only to "
+                             f"loopback ({', '.join(LOOPBACK)}); got {host!r}")
         self.host, self.port = host, port
         self.app_state = ApiApp(seed, watch_window, bookmark_interval, namespaces)
         self._runner: web.ServerRunner | None = None
@@ -519,7 +523,8 @@ class ApiServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     def kubeconfig_dict(self, namespace: str = "default") -> dict[str, Any]:
         return kubeconfig_dict(self.url, namespace)
