@@ -5,8 +5,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from conftest import ccgpu_command, ccgpu_env
 from containerd_hosts import DROPIN, KATA_DIR, KUBEADM_V2, MAIN, make_host, snapshot
+
+from tests.conftest import ccgpu_command, ccgpu_env
 
 
 def _ccgpu(*args: str) -> subprocess.CompletedProcess:

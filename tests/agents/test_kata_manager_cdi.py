@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ccgpu_command, ccgpu_env
 from fakehost import H100_SXM5, H200_SXM, FakeVfioHost
 from typer.testing import CliRunner
 
@@ -20,6 +19,7 @@ from ccgpu.agents import cdi, kata_manager
 from ccgpu.cli import app
 from ccgpu.hw.sysfs import Sysfs
 from ccgpu.sim.kubelet import FakeKubelet
+from tests.conftest import ccgpu_command, ccgpu_env
 
 SPEC = "var/run/cdi/nvidia.com-pgpu.yaml"
 
