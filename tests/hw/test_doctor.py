@@ -120,6 +120,13 @@ def test_ampere_gpu_fails_cc_and_h200_passes_gpu_operator_1851():
     assert a100.status is Status.FAIL and "Hopper or newer" in a100.finding and "workload.config=container" in a100.remedy
 
 
+def test_a_driver_merely_named_like_vfio_is_not_vfio_for_doctor_as_for_the_device_plugin():
+    """doctor, the CDI spec and the device plugin share one predicate; doctor used to accept any name with 'vfio'."""
+    report = run_checks(SNP, [gpu(driver="vfio-platform")])
+    assert [c.id for c in report.failed] == ["gpu-drivers"]
+    assert "0000:18:00.0 (vfio-platform)" in report.failed[0].finding
+
+
 def test_gpu_sharing_its_iommu_group_with_a_stranger_is_a_warning_naming_acs():
     facts = PlatformFacts(**{**SNP.__dict__, "iommu_groups": {20: (BDF.parse("0000:17:00.0"), BDF.parse("0000:18:00.0"))}})
     c = by_id(run_checks(facts, [gpu()]))["gpu/0000:18:00.0"]

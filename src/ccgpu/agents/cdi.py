@@ -34,7 +34,7 @@ import yaml
 
 from ccgpu import labels
 from ccgpu.hw import catalog
-from ccgpu.hw.pci import BDF, PCIDevice, scan_devices
+from ccgpu.hw.pci import BDF, PCIDevice, is_vfio_driver, scan_devices
 from ccgpu.hw.sysfs import Sysfs
 
 log = logging.getLogger("ccgpu.cdi")
@@ -63,11 +63,6 @@ class HostMode(StrEnum):
 
     LEGACY = "legacy"  # /dev/vfio/vfio container + /dev/vfio/<group>
     IOMMUFD = "iommufd"  # /dev/vfio/devices/vfioN, with /dev/iommu
-
-
-def is_vfio_driver(driver: str | None) -> bool:
-    """`vfio-pci` and its variant drivers (e.g. `nvgrace_gpu_vfio_pci`, which NVIDIA's plugin skips)."""
-    return driver is not None and (driver == "vfio-pci" or driver.endswith("_vfio_pci"))
 
 
 def validate_alias(alias: str, what: str = "GPU alias") -> str:
