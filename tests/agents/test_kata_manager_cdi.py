@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import types
 from pathlib import Path
 
@@ -85,6 +86,28 @@ def test_configure_containerd_calls_the_containerd_module_with_the_options(tmp_p
     assert result.exit_code == 0, result.output
     assert calls == [(Path(os.path.realpath(tmp_path)), {"main_config": "/etc/k3s/config.toml"})]
     assert (tmp_path / SPEC).exists()
+
+
+async def test_configure_containerd_runs_off_the_event_loop_so_a_slow_restart_does_not_freeze_the_agent(
+    tmp_path, monkeypatch
+):
+    _host(tmp_path)
+    entered, loop_ran = threading.Event(), threading.Event()
+    seen = []
+
+    def slow_configure(fs, **kw):  # a restart waiting on containerd; only the event loop can release it
+        entered.set()
+        seen.append(loop_ran.wait(timeout=3))
+
+    fake = types.ModuleType("ccgpu.agents.containerd")
+    fake.configure = slow_configure
+    monkeypatch.setitem(sys.modules, "ccgpu.agents.containerd", fake)
+    config = kata_manager.KataManagerConfig(host_root=str(tmp_path), configure_containerd=True)
+    task = asyncio.get_running_loop().create_task(kata_manager.run(config, once=True))
+    await _until(entered.is_set)
+    loop_ran.set()
+    await asyncio.wait_for(task, 5)
+    assert seen == [True]
 
 
 def test_configure_containerd_without_the_module_is_refused_before_anything_is_written(tmp_path, monkeypatch):
