@@ -69,6 +69,16 @@ def test_bad_alias_exits_2_with_the_accepted_form_and_writes_nothing(tmp_path):
     assert not (tmp_path / "var/run/cdi").exists()
 
 
+@pytest.mark.parametrize("interval", ["0", "nan", "inf"])
+def test_an_interval_that_is_not_a_positive_finite_number_exits_2_and_writes_nothing(tmp_path, interval):
+    """inf used to be accepted and made the agent never look at the devices again; nan likewise slipped past."""
+    _host(tmp_path)
+    result = _kata(tmp_path, "--interval", interval)
+    assert result.exit_code == 2
+    assert "--interval must be a positive, finite number of seconds" in result.output
+    assert not (tmp_path / "var/run/cdi").exists()
+
+
 def test_missing_host_root_is_refused(tmp_path):
     result = CliRunner().invoke(app, ["agent", "kata-manager", "--host-root", str(tmp_path / "nope"), "--once"])
     assert result.exit_code == 2

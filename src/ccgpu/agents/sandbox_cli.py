@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 from collections.abc import Callable, Coroutine
@@ -86,8 +87,8 @@ def run_kata_manager(
     from ccgpu.hw.sysfs import Sysfs
 
     check_host_root(host_root)
-    if interval <= 0:
-        fail(f"--interval must be a positive number of seconds, got {interval}")
+    if not (0 < interval < math.inf):  # also refuses nan and inf, which the float option accepts
+        fail(f"--interval must be a positive, finite number of seconds, got {interval}")
     try:
         names = aliases(gpu_alias, nvswitch_alias)
     except CDIError as e:
