@@ -192,6 +192,21 @@ def test_write_specs_writes_atomically_rewrites_on_change_and_removes_stale_kind
     assert other.read_text() == "cdiVersion: 0.5.0\n"
 
 
+def test_a_spec_file_of_the_same_name_that_another_tool_wrote_is_refused_and_nothing_changes(tmp_path):
+    """The CDI Go library names a generated spec `nvidia.com-pgpu.yaml` too; ccgpu must not overwrite it."""
+    host = FakeVfioHost(tmp_path)
+    host.add("0000:3a:00.0", group=12, device_id=H100_SXM5)
+    host.add("0000:05:00.0", group=40, device_id=H100_NVSWITCH)
+    fs = Sysfs(tmp_path)
+    theirs = tmp_path / "var/run/cdi/nvidia.com-pgpu.yaml"
+    theirs.parent.mkdir(parents=True)
+    theirs.write_text("cdiVersion: 0.5.0\nkind: nvidia.com/pgpu\ndevices: []\n")
+    with pytest.raises(CDIError, match="nvidia.com-pgpu.yaml exists and ccgpu did not write it"):
+        cdi.write_specs(fs, "/var/run/cdi", cdi.inventory(fs, host.devices()))
+    assert os.listdir(tmp_path / "var/run/cdi") == ["nvidia.com-pgpu.yaml"]  # not even the NVSwitch spec
+    assert theirs.read_text() == "cdiVersion: 0.5.0\nkind: nvidia.com/pgpu\ndevices: []\n"
+
+
 def test_written_file_is_yaml_that_keeps_numeric_names_as_strings(tmp_path, shared):
     host = FakeVfioHost(tmp_path)
     host.add("0000:3a:00.0", group=7)

@@ -357,20 +357,26 @@ class WriteResult:
 def write_specs(fs: Sysfs, cdi_dir: str, identities: Iterable[DeviceIdentity]) -> WriteResult:
     """Make `cdi_dir` hold exactly one ccgpu spec per kind in `identities`.
 
-    Level-triggered and idempotent, so a restart at any line converges: every spec is validated before any
-    file is touched, each file is replaced atomically (temp file + rename), a file whose content is already
+    Level-triggered and idempotent, so a restart at any line converges: every spec is validated (and every
+    target checked to be ccgpu's own or absent) before any file is touched, each file is replaced atomically (temp file + rename), a file whose content is already
     right is not rewritten, and ccgpu-owned files (recognised by their header) for kinds no longer present are
     removed, so no stale device name survives. Files other tools wrote are never touched.
     """
     rel_dir = host_rel(cdi_dir)
     texts = {spec_file_name(kind): render_spec(spec) for kind, spec in build_specs(identities).items()}
+    currents = {fname: _current_bytes(fs, f"{rel_dir}/{fname}") for fname in texts}
+    foreign = [f for f, data in currents.items() if data is not None and not data.startswith(SPEC_HEADER.encode())]
+    if foreign:
+        raise CDIError(
+            f"{', '.join(f'{cdi_dir}/{f}' for f in foreign)} exists and ccgpu did not write it (its first line is "
+            f"not {SPEC_HEADER.strip()!r}); ccgpu replaces only its own spec files: move that file away, or give "
+            "the GPUs another alias"
+        )
     written, unchanged, removed = [], [], []
     for fname, text in texts.items():
         rel = f"{rel_dir}/{fname}"
-        try:
-            current = fs.read_bytes(rel).decode()
-        except (OSError, UnicodeDecodeError):
-            current = None
+        data = currents[fname]
+        current = data.decode(errors="replace") if data is not None else None
         if current == text:
             unchanged.append(fname)
             continue
@@ -381,6 +387,14 @@ def write_specs(fs: Sysfs, cdi_dir: str, identities: Iterable[DeviceIdentity]) -
             fs.remove(f"{rel_dir}/{fname}")
             removed.append(fname)
     return WriteResult(tuple(written), tuple(removed), tuple(unchanged))
+
+
+def _current_bytes(fs: Sysfs, rel: str) -> bytes | None:
+    """A spec file's bytes, None when there is none."""
+    try:
+        return fs.read_bytes(rel)
+    except FileNotFoundError:
+        return None
 
 
 def owned_spec_files(fs: Sysfs, cdi_dir: str) -> list[str]:
