@@ -79,6 +79,35 @@ def test_an_interval_that_is_not_a_positive_finite_number_exits_2_and_writes_not
     assert not (tmp_path / "var/run/cdi").exists()
 
 
+@pytest.mark.parametrize("args", [["--once"], ["--cleanup"]])
+@pytest.mark.parametrize("cdi_dir", ["/var/run/../../etc", "var/run/cdi"])
+def test_a_cdi_dir_that_is_relative_or_climbs_out_exits_2_and_changes_nothing(tmp_path, cdi_dir, args):
+    """--cleanup used to accept such a path and silently remove nothing."""
+    _host(tmp_path)
+    result = _kata(tmp_path, "--cdi-dir", cdi_dir, *args)
+    assert result.exit_code == 2
+    assert "must be an absolute host path without '..'" in result.output
+    assert not (tmp_path / "var/run/cdi").exists()
+
+
+def test_device_plugin_refuses_a_cdi_dir_that_climbs_out(tmp_path):
+    _host(tmp_path)
+    result = CliRunner().invoke(app, ["agent", "device-plugin", "--host-root", str(tmp_path), "--once",
+                                      "--cdi-dir", "/var/../../etc", "--device-plugin-dir", str(tmp_path / "dp")])
+    assert result.exit_code == 2
+    assert "must be an absolute host path without '..'" in result.output
+
+
+def test_a_cdi_dir_that_cannot_be_created_exits_1_naming_the_path_not_a_traceback(tmp_path):
+    _host(tmp_path)
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/file").write_text("x")
+    result = _kata(tmp_path, "--cdi-dir", "/etc/file/cdi", "--once")
+    assert result.exit_code == 1
+    assert "error: Not a directory:" in result.output and "etc/file/cdi" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_missing_host_root_is_refused(tmp_path):
     result = CliRunner().invoke(app, ["agent", "kata-manager", "--host-root", str(tmp_path / "nope"), "--once"])
     assert result.exit_code == 2

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import typer
 
 from ccgpu import labels
-from ccgpu.agents.cdi import Aliases, CDIError
+from ccgpu.agents.cdi import DEFAULT_CDI_DIR, Aliases, CDIError
 from ccgpu.hw.pci import BDFError, SysfsFormatError
 from ccgpu.hw.sysfs import PathEscapeError
 
@@ -46,6 +47,13 @@ def check_host_root(host_root: str) -> None:
         fail(f"--host-root {host_root!r} is not a directory; give the host's root (/ or the pod's host mount)")
 
 
+def check_cdi_dir(cdi_dir: str) -> None:
+    """The CDI directory is a host path resolved under --host-root: absolute, without '..'."""
+    parts = cdi_dir.split("/")
+    if not cdi_dir.startswith("/") or ".." in parts or "\x00" in cdi_dir:
+        fail(f"--cdi-dir {cdi_dir!r} must be an absolute host path without '..', such as {DEFAULT_CDI_DIR}")
+
+
 def setup_logging(node_name: str | None) -> None:
     fmt = "%(asctime)s %(levelname)s %(name)s" + (f" [{node_name}]" if node_name else "") + ": %(message)s"
     logging.basicConfig(level=logging.INFO, format=fmt)
@@ -64,10 +72,19 @@ def run_until_signalled(main: Callable[[asyncio.Event], Coroutine[Any, Any, None
                 pass
         await main(stop)
 
-    try:
+    with errors_to_exit():
         asyncio.run(runner())
+
+
+@contextlib.contextmanager
+def errors_to_exit() -> Iterator[None]:
+    """ccgpu's refusals exit 2 with their message; a host file the agent cannot write exits 1 naming it."""
+    try:
+        yield
     except (CDIError, PathEscapeError, BDFError, SysfsFormatError) as e:
         fail(str(e))
+    except OSError as e:
+        fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e.strerror or e), code=1)
 
 
 def run_kata_manager(
@@ -87,6 +104,7 @@ def run_kata_manager(
     from ccgpu.hw.sysfs import Sysfs
 
     check_host_root(host_root)
+    check_cdi_dir(cdi_dir)
     if not (0 < interval < math.inf):  # also refuses nan and inf, which the float option accepts
         fail(f"--interval must be a positive, finite number of seconds, got {interval}")
     try:
@@ -105,7 +123,9 @@ def run_kata_manager(
     setup_logging(node_name)
     try:
         if cleanup:
-            for name in kata_manager.cleanup(Sysfs(host_root), config):
+            with errors_to_exit():
+                removed = kata_manager.cleanup(Sysfs(host_root), config)
+            for name in removed:
                 typer.echo(f"removed {cdi_dir.rstrip('/')}/{name}")
             return
         run_until_signalled(lambda stop: kata_manager.run(config, stop, once=once))
@@ -127,6 +147,7 @@ def run_device_plugin(
     from ccgpu.agents.device_plugin.server import DevicePluginAgent, DevicePluginConfig, RegistrationError
 
     check_host_root(host_root)
+    check_cdi_dir(cdi_dir)
     try:
         names = aliases(gpu_alias, nvswitch_alias)
     except CDIError as e:
