@@ -97,6 +97,8 @@ def test_container_workload_accepts_nvidia_and_refuses_vfio(host, h100_capture):
     report = run_checks(SNP, [gpu(driver="vfio-pci")], Workload.CONTAINER)
     assert [c.id for c in report.failed] == ["gpu-drivers"]
     assert "driver_override" in report.failed[0].remedy
+    # unbinding and clearing the override leaves the GPU on no driver: the remedy must also re-probe it
+    assert "echo <bdf> > /sys/bus/pci/drivers_probe" in report.failed[0].remedy
 
 
 def test_real_capture_vm_is_not_ready_for_passthrough_gpu_operator_650(host, h100_capture):

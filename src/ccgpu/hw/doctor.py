@@ -330,8 +330,9 @@ def check_gpu_drivers(gpus: Sequence[PCIDevice], f: PlatformFacts, workload: Wor
             return Check(
                 "gpu-drivers", Status.FAIL, f"vfio holds GPUs that container workloads need on nvidia: "
                 f"{', '.join(vfio)} ({summary})",
-                "Unbind them and clear the override, for each GPU: echo <bdf> > /sys/bus/pci/devices/<bdf>/driver/"
-                "unbind; echo > /sys/bus/pci/devices/<bdf>/driver_override; or label the node "
+                "Give them back to nvidia, for each GPU: echo <bdf> > /sys/bus/pci/devices/<bdf>/driver/unbind; "
+                "echo > /sys/bus/pci/devices/<bdf>/driver_override; echo <bdf> > /sys/bus/pci/drivers_probe (the "
+                "nvidia module must be loaded); or label the node "
                 "nvidia.com/gpu.workload.config=vm-passthrough if it is meant for confidential pods.",
             )
         return Check("gpu-drivers", Status.PASS, f"GPU drivers: {summary}")
