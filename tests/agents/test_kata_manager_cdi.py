@@ -149,6 +149,21 @@ async def test_configure_containerd_runs_off_the_event_loop_so_a_slow_restart_do
     assert seen == [True]
 
 
+def test_configure_containerd_refusals_exit_with_their_message_not_a_traceback(tmp_path):
+    _host(tmp_path)
+    (tmp_path / "etc/containerd").mkdir(parents=True)
+    (tmp_path / "etc/containerd/config.toml").write_text("version = 9\n")
+    args = ["agent", "kata-manager", "--host-root", str(tmp_path), "--once", "--configure-containerd"]
+    unsupervised = CliRunner().invoke(app, args)  # no run/systemd/system: no way to restart containerd
+    assert unsupervised.exit_code == 1, unsupervised.output
+    assert "cannot tell how containerd is supervised" in unsupervised.output
+    (tmp_path / "run/systemd/system").mkdir(parents=True)
+    bad_config = CliRunner().invoke(app, args)
+    assert bad_config.exit_code == 2, bad_config.output
+    assert "declares version = 9" in bad_config.output
+    assert (tmp_path / "etc/containerd/config.toml").read_text() == "version = 9\n"
+
+
 def test_configure_containerd_without_the_module_is_refused_before_anything_is_written(tmp_path, monkeypatch):
     _host(tmp_path)
     monkeypatch.setitem(sys.modules, "ccgpu.agents.containerd", None)  # import fails as if absent

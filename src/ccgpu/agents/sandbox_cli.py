@@ -15,6 +15,8 @@ import typer
 
 from ccgpu import labels
 from ccgpu.agents.cdi import DEFAULT_CDI_DIR, Aliases, CDIError
+from ccgpu.agents.containerd_restart import RestartError
+from ccgpu.agents.containerd_toml import ContainerdConfigError
 from ccgpu.hw.pci import BDFError, SysfsFormatError
 from ccgpu.hw.sysfs import PathEscapeError
 
@@ -78,11 +80,14 @@ def run_until_signalled(main: Callable[[asyncio.Event], Coroutine[Any, Any, None
 
 @contextlib.contextmanager
 def errors_to_exit() -> Iterator[None]:
-    """ccgpu's refusals exit 2 with their message; a host file the agent cannot write exits 1 naming it."""
+    """ccgpu's refusals exit 2 with their message; a host file the agent cannot write, or a containerd that
+    cannot be restarted, exits 1 saying so."""
     try:
         yield
-    except (CDIError, PathEscapeError, BDFError, SysfsFormatError) as e:
+    except (CDIError, PathEscapeError, BDFError, SysfsFormatError, ContainerdConfigError) as e:
         fail(str(e))
+    except RestartError as e:  # as `containerd-config apply` reports it
+        fail(str(e), code=1)
     except OSError as e:
         fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e.strerror or e), code=1)
 
