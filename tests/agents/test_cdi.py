@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -102,6 +103,15 @@ def test_inventory_skips_devices_not_bound_to_vfio_and_accepts_variant_vfio_driv
     host.add("0000:3d:00.0", group=16, driver=None)
     names = [i.name for i in cdi.inventory(Sysfs(tmp_path), host.devices())]
     assert names == ["12", "15"]
+
+
+def test_a_gpu_is_a_candidate_exactly_when_pci_calls_it_a_gpu_whatever_its_programming_interface(tmp_path):
+    """The CDI spec must describe every GPU the vfio-manager binds (it selects by PCIDevice.is_gpu)."""
+    host = FakeVfioHost(tmp_path)
+    [dev] = [host.add("0000:3a:00.0", group=12)]
+    for class_code in (0x030000, 0x030001, 0x030200, 0x030201, 0x068000, 0x040300):
+        variant = dataclasses.replace(dev, class_code=class_code)
+        assert cdi.is_candidate(variant) is (variant.is_gpu or variant.is_nvswitch), hex(class_code)
 
 
 def test_two_gpus_in_one_iommu_group_are_one_device_with_both_functions(tmp_path):

@@ -154,13 +154,9 @@ def identify(dev: PCIDevice, mode: HostMode, aliases: Aliases = Aliases()) -> De
 
 
 def is_candidate(dev: PCIDevice) -> bool:
-    """An NVIDIA GPU or NVSwitch physical function bound to a vfio driver."""
-    return (
-        dev.vendor == catalog.NVIDIA_VENDOR_ID
-        and (catalog.is_nvidia_gpu_class(dev.class_code) or catalog.is_nvswitch_class(dev.class_code))
-        and not dev.is_virtual_function
-        and is_vfio_driver(dev.driver)
-    )
+    """An NVIDIA GPU or NVSwitch physical function bound to a vfio driver (the same GPU test the vfio-manager
+    binds by, `PCIDevice.is_gpu`, so every GPU it binds can be advertised)."""
+    return (dev.is_gpu or dev.is_nvswitch) and not dev.is_virtual_function and is_vfio_driver(dev.driver)
 
 
 def name_sort_key(name: str) -> tuple[int, str]:
