@@ -107,6 +107,36 @@ def agent_device_plugin(
 
 
 @app.command()
+def simulate(
+    profile: Annotated[str, typer.Option("--profile", "-p", help="Simulated host profile (ccgpu sim host --list-profiles).")] = "8xh100-snp",
+    json_output: Annotated[bool, typer.Option("--json", help="Print the doctor report as JSON.")] = False,
+) -> None:
+    """Build a simulated confidential GPU node and preflight it (the full cluster-in-a-box lands with issue 7)."""
+    import json
+    import tempfile
+
+    from rich.console import Console
+
+    from ccgpu.hw import doctor as doc
+    from ccgpu.hw.doctor_output import render_table, report_json
+    from ccgpu.sim import host as simhost
+    from ccgpu.sim.profiles import ProfileError
+
+    with tempfile.TemporaryDirectory(prefix="ccgpu-simulate-") as tmp:
+        try:
+            simhost.SimulatedHost.create(f"{tmp}/host", profile, gpu_driver="vfio-pci")
+        except (ProfileError, simhost.SimHostError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        report = doc.diagnose(f"{tmp}/host", doc.Workload.VM_PASSTHROUGH)
+    if json_output:
+        typer.echo(json.dumps(report_json(report), indent=2))
+    else:
+        render_table(report, Console())
+    raise typer.Exit(0 if report.ready else 1)
+
+
+@app.command()
 def doctor(
     root: Annotated[
         str, typer.Option("--root", help="Host root to inspect: / on the node, a host mount, a capture.")
@@ -153,6 +183,9 @@ def sim_host(
     iommu: Annotated[
         bool | None, typer.Option("--iommu/--no-iommu", help="Override the profile's IOMMU setting.")
     ] = None,
+    cc_mode: Annotated[
+        str, typer.Option("--cc-mode", help="Mode the GPUs booted in: off, on, devtools or ppcie.")
+    ] = "off",
 ) -> None:
     """Build a simulated host tree (sysfs, /dev/vfio, /proc) from a profile, for tests and scripts."""
     from ccgpu.sim import host as simhost
@@ -172,6 +205,9 @@ def sim_host(
         overrides["gpu_driver"] = None if gpu_driver == "none" else gpu_driver
     if iommu is not None:
         overrides["iommu"] = iommu
+    if cc_mode not in ("off", "on", "devtools", "ppcie"):
+        raise typer.BadParameter(f"{cc_mode!r}; accepted: off, on, devtools, ppcie", param_hint="--cc-mode")
+    overrides["ppcie_mode" if cc_mode == "ppcie" else "cc_mode"] = "on" if cc_mode == "ppcie" else cc_mode
     try:
         built = simhost.SimulatedHost.create(directory, profile, **overrides)
     except (ProfileError, simhost.SimHostError) as e:
@@ -209,6 +245,147 @@ def attest_verify_gpu(
     from ccgpu.attest import verify_cli
 
     raise typer.Exit(verify_cli.run(verify_cli.verify_gpu_files, evidence=evidence, certs=certs, root=root, nonce=nonce))
+
+
+def _guest_attesters(attester: str, sim_guest: Path | None, with_gpus: bool, init_data=None) -> tuple:
+    """The guest's CPU attester and GPU attesters: production (`snp`: SEV-SNP + NVML) or simulated (`sim`)."""
+    if attester == "sim":
+        from ccgpu.attest.appraisal import init_data_digest
+        from ccgpu.sim.guest import load_or_create_guest
+
+        if sim_guest is None:
+            raise typer.BadParameter("--attester sim needs --sim-guest DIR (the simulated guest's identity)")
+        guest = load_or_create_guest(sim_guest)
+        if init_data is not None:  # the simulated host launched this guest with that init-data
+            guest.cpu.host_data = init_data_digest(init_data)
+        return guest.cpu, [guest.gpu] if with_gpus else []
+    if attester == "snp":
+        from ccgpu.attest.attester import NvmlGpuAttester, SnpAttester
+
+        return SnpAttester(), [NvmlGpuAttester()] if with_gpus else []
+    raise typer.BadParameter(f"--attester {attester!r}; accepted: snp, sim")
+
+
+_SIM_GUEST_HELP = "Simulated guest identity directory (made on first use); the KBS then trusts that guest."
+_KBS_CERT_HELP = "For an https KBS: its certificate or CA (PEM) to trust instead of the system's CAs."
+_INIT_DATA_HELP = "Init-data TOML this guest was launched with (its digest is the report's HOST_DATA)."
+
+
+def _init_data(path: Path | None):
+    from ccgpu.attest.protocol import InitData
+
+    return InitData(format="toml", body=path.read_text()) if path is not None else None
+
+
+@attest_app.command("kbs")
+def attest_kbs(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Resources, policies, reference values, signer.")],
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8080,
+    host: Annotated[str, typer.Option("--host", help="Listen address.")] = "127.0.0.1",
+    admin_token_file: Annotated[
+        Path | None, typer.Option("--admin-token-file", help="Admin bearer token (else $CCGPU_KBS_ADMIN_TOKEN).")
+    ] = None,
+    session_timeout: Annotated[int, typer.Option("--session-timeout", help="Session lifetime, seconds.")] = 300,
+    snp_chain: Annotated[Path | None, typer.Option("--snp-chain", help="ASK/ARK PEM to trust; default AMD's.")] = None,
+    gpu_root: Annotated[Path | None, typer.Option("--gpu-root", help="GPU device root PEM; default NVIDIA's.")] = None,
+    sim_guest: Annotated[Path | None, typer.Option("--sim-guest", help=_SIM_GUEST_HELP)] = None,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="Serve HTTPS: certificate chain PEM.")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Serve HTTPS: private key PEM.")] = None,
+) -> None:
+    """Run the Key Broker Service (Trustee KBS protocol 0.4.0) until SIGINT/SIGTERM."""
+    import asyncio
+
+    from ccgpu.attest import kbs_cli
+    from ccgpu.attest.verifiers import default_verifiers
+
+    try:
+        token = kbs_cli.load_admin_token(admin_token_file)
+    except kbs_cli.CommandError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    reference: dict = {}
+    if sim_guest is not None:
+        from ccgpu.sim.guest import kbs_trust
+
+        verifiers, reference = kbs_trust(sim_guest)
+    else:
+        verifiers = default_verifiers(
+            snp_chain_pem=snp_chain.read_bytes() if snp_chain else None,
+            gpu_root_pem=gpu_root.read_bytes() if gpu_root else None,
+        )
+    server = kbs_cli.build_server(data_dir, token, verifiers, session_timeout_s=session_timeout,
+                                  reference_values=reference)
+    try:
+        asyncio.run(kbs_cli.serve_until_stopped(server, host, port, tls_cert=tls_cert, tls_key=tls_key))
+    except (kbs_cli.CommandError, OSError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+@attest_app.command("get-resource")
+def attest_get_resource(
+    uri: Annotated[str, typer.Argument(help="kbs:///<repository>/<type>/<tag>")],
+    kbs_url: Annotated[str, typer.Option("--kbs-url", help="KBS base URL, e.g. http://kbs:8080.")],
+    attester: Annotated[str, typer.Option("--attester", help="snp (SEV-SNP + NVML GPUs) or sim.")] = "snp",
+    sim_guest: Annotated[Path | None, typer.Option("--sim-guest", help=_SIM_GUEST_HELP)] = None,
+    no_gpu: Annotated[bool, typer.Option("--no-gpu", help="Attest the CPU only.")] = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the secret here (0600).")] = None,
+    kbs_cert: Annotated[Path | None, typer.Option("--kbs-cert", help=_KBS_CERT_HELP)] = None,
+    init_data: Annotated[Path | None, typer.Option("--init-data", help=_INIT_DATA_HELP)] = None,
+) -> None:
+    """Attest to a KBS and fetch one resource (the secret goes to stdout or --output)."""
+    import asyncio
+    import sys
+
+    import aiohttp
+
+    from ccgpu.attest import kbs_cli
+    from ccgpu.attest.attester import AttesterError
+    from ccgpu.attest.client import KbsClientError
+    from ccgpu.attest.storage import atomic_write
+
+    initdata = _init_data(init_data)
+    cpu, gpus = _guest_attesters(attester, sim_guest, not no_gpu, initdata)
+    try:
+        secret = asyncio.run(kbs_cli.fetch_resource(kbs_url, uri, cpu, gpus, kbs_cert=kbs_cert, init_data=initdata))
+    except (KbsClientError, AttesterError, aiohttp.ClientError, TimeoutError, ValueError, OSError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    if output is not None:
+        atomic_write(output, secret, mode=0o600)
+    else:
+        sys.stdout.buffer.write(secret)
+        sys.stdout.flush()
+
+
+@attest_app.command("ready-gate")
+def attest_ready_gate(
+    kbs_url: Annotated[str, typer.Option("--kbs-url", help="KBS base URL, e.g. http://kbs:8080.")],
+    attester: Annotated[str, typer.Option("--attester", help="snp (SEV-SNP + NVML GPUs) or sim.")] = "snp",
+    sim_guest: Annotated[Path | None, typer.Option("--sim-guest", help=_SIM_GUEST_HELP)] = None,
+    state_file: Annotated[
+        Path | None, typer.Option("--state-file", help="Keep the ready state in this file instead of NVML.")
+    ] = None,
+    token_key: Annotated[
+        Path | None, typer.Option("--token-key", help="KBS token-signer JWK (token-signer.jwk.json) to pin.")
+    ] = None,
+    min_gpus: Annotated[int, typer.Option("--min-gpus", help="GPU submods the verdict must cover.")] = 1,
+    kbs_cert: Annotated[Path | None, typer.Option("--kbs-cert", help=_KBS_CERT_HELP)] = None,
+    init_data: Annotated[Path | None, typer.Option("--init-data", help=_INIT_DATA_HELP)] = None,
+) -> None:
+    """Set the GPUs' CC ready state only after the KBS affirmed CPU and GPU evidence; else leave them not-ready."""
+    import asyncio
+
+    from ccgpu.attest import kbs_cli
+    from ccgpu.attest.ready_gate import FileReadyState, NvmlReadyState
+
+    initdata = _init_data(init_data)
+    cpu, gpus = _guest_attesters(attester, sim_guest, True, initdata)
+    backend = FileReadyState(state_file) if state_file is not None else NvmlReadyState()
+    result = asyncio.run(kbs_cli.ready_gate(kbs_url, cpu, gpus, backend, token_key=token_key, min_gpus=min_gpus,
+                                            kbs_cert=kbs_cert, init_data=initdata))
+    typer.echo(("ready: " if result.ready else "not ready: ") + result.reason, err=not result.ready)
+    raise typer.Exit(0 if result.ready else 1)
 
 
 @sim_app.command("apiserver")
