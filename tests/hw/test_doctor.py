@@ -9,6 +9,7 @@ from ccgpu.hw.doctor import Status, Workload, diagnose, run_checks
 from ccgpu.hw.doctor_output import report_json
 from ccgpu.hw.pci import BDF, PCIDevice
 from ccgpu.hw.platform import PlatformFacts
+from ccgpu.labels import WorkloadConfig
 from tests.conftest import ccgpu_command, ccgpu_env
 
 H100_BDFS = ["0000:18:00.0", "0000:2a:00.0", "0000:3a:00.0", "0000:5d:00.0",
@@ -185,6 +186,10 @@ def test_cli_exit_code_is_0_only_when_ready_and_json_is_the_documented_object(sn
     snp_8xh100.file("sys/module/kvm_amd/parameters/sev_snp", "N\n")
     bad = runner.invoke(app, ["doctor", "--root", str(snp_8xh100.root)])
     assert bad.exit_code == 1 and "NOT READY" in bad.output and "cpu-tee" in bad.output
+
+
+def test_doctor_workloads_are_label_values_of_nvidia_com_gpu_workload_config():
+    assert {w.value for w in Workload} <= {w.value for w in WorkloadConfig}
 
 
 def test_cli_refuses_a_bad_workload_and_a_missing_root_and_lists_accepted_values(tmp_path):

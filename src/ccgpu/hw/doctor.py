@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from ccgpu import labels
 from ccgpu.hw import catalog
 from ccgpu.hw.pci import PCIDevice, SysfsFormatError, is_vfio_driver, scan_devices
 from ccgpu.hw.platform import PlatformFacts, module_key, read_platform
@@ -28,8 +29,8 @@ class Status(StrEnum):
 class Workload(StrEnum):
     """What the node is checked for (the values of nvidia.com/gpu.workload.config that doctor knows)."""
 
-    VM_PASSTHROUGH = "vm-passthrough"
-    CONTAINER = "container"
+    VM_PASSTHROUGH = labels.WorkloadConfig.VM_PASSTHROUGH.value
+    CONTAINER = labels.WorkloadConfig.CONTAINER.value
 
     @classmethod
     def parse(cls, text: str) -> Workload:
