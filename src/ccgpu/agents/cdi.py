@@ -361,7 +361,7 @@ def write_specs(fs: Sysfs, cdi_dir: str, identities: Iterable[DeviceIdentity]) -
     rel_dir = host_rel(cdi_dir)
     texts = {spec_file_name(kind): render_spec(spec) for kind, spec in build_specs(identities).items()}
     currents = {fname: _current_bytes(fs, f"{rel_dir}/{fname}") for fname in texts}
-    foreign = [f for f, data in currents.items() if data is not None and not data.startswith(SPEC_HEADER.encode())]
+    foreign = [f for f, data in currents.items() if data is not None and not _is_ccgpu_spec(data)]
     if foreign:
         raise CDIError(
             f"{', '.join(f'{cdi_dir}/{f}' for f in foreign)} exists and ccgpu did not write it (its first line is "
@@ -385,6 +385,11 @@ def write_specs(fs: Sysfs, cdi_dir: str, identities: Iterable[DeviceIdentity]) -
     return WriteResult(tuple(written), tuple(removed), tuple(unchanged))
 
 
+def _is_ccgpu_spec(data: bytes) -> bool:
+    """Whether a spec file's bytes start with ccgpu's ownership header."""
+    return data.startswith(SPEC_HEADER.encode())
+
+
 def _current_bytes(fs: Sysfs, rel: str) -> bytes | None:
     """A spec file's bytes, None when there is none."""
     try:
@@ -403,9 +408,9 @@ def owned_spec_files(fs: Sysfs, cdi_dir: str) -> list[str]:
         if not fname.endswith(".yaml") or fname.startswith("."):
             continue
         try:
-            head = fs.read_bytes(f"{rel_dir}/{fname}")[: len(SPEC_HEADER)]
+            data = fs.read_bytes(f"{rel_dir}/{fname}")
         except OSError:
             continue
-        if head == SPEC_HEADER.encode():
+        if _is_ccgpu_spec(data):
             owned.append(fname)
     return owned
