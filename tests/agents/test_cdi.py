@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -104,6 +105,15 @@ def test_inventory_skips_devices_not_bound_to_vfio_and_accepts_variant_vfio_driv
     assert names == ["12", "15"]
 
 
+def test_a_gpu_is_a_candidate_exactly_when_pci_calls_it_a_gpu_whatever_its_programming_interface(tmp_path):
+    """The CDI spec must describe every GPU the vfio-manager binds (it selects by PCIDevice.is_gpu)."""
+    host = FakeVfioHost(tmp_path)
+    [dev] = [host.add("0000:3a:00.0", group=12)]
+    for class_code in (0x030000, 0x030001, 0x030200, 0x030201, 0x068000, 0x040300):
+        variant = dataclasses.replace(dev, class_code=class_code)
+        assert cdi.is_candidate(variant) is (variant.is_gpu or variant.is_nvswitch), hex(class_code)
+
+
 def test_two_gpus_in_one_iommu_group_are_one_device_with_both_functions(tmp_path):
     host = FakeVfioHost(tmp_path)
     host.add("0000:3a:00.0", group=12)
@@ -190,6 +200,21 @@ def test_write_specs_writes_atomically_rewrites_on_change_and_removes_stale_kind
     assert cdi.spec_device_names(fs, "var/run/cdi", "nvidia.com/pgpu") == {"12", "13"}
     assert sorted(os.listdir(tmp_path / "var/run/cdi")) == ["nvidia.com-gpu.yaml", "nvidia.com-pgpu.yaml"]
     assert other.read_text() == "cdiVersion: 0.5.0\n"
+
+
+def test_a_spec_file_of_the_same_name_that_another_tool_wrote_is_refused_and_nothing_changes(tmp_path):
+    """The CDI Go library names a generated spec `nvidia.com-pgpu.yaml` too; ccgpu must not overwrite it."""
+    host = FakeVfioHost(tmp_path)
+    host.add("0000:3a:00.0", group=12, device_id=H100_SXM5)
+    host.add("0000:05:00.0", group=40, device_id=H100_NVSWITCH)
+    fs = Sysfs(tmp_path)
+    theirs = tmp_path / "var/run/cdi/nvidia.com-pgpu.yaml"
+    theirs.parent.mkdir(parents=True)
+    theirs.write_text("cdiVersion: 0.5.0\nkind: nvidia.com/pgpu\ndevices: []\n")
+    with pytest.raises(CDIError, match="nvidia.com-pgpu.yaml exists and ccgpu did not write it"):
+        cdi.write_specs(fs, "/var/run/cdi", cdi.inventory(fs, host.devices()))
+    assert os.listdir(tmp_path / "var/run/cdi") == ["nvidia.com-pgpu.yaml"]  # not even the NVSwitch spec
+    assert theirs.read_text() == "cdiVersion: 0.5.0\nkind: nvidia.com/pgpu\ndevices: []\n"
 
 
 def test_written_file_is_yaml_that_keeps_numeric_names_as_strings(tmp_path, shared):

@@ -5,8 +5,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from conftest import ccgpu_command, ccgpu_env
+import pytest
 from containerd_hosts import DROPIN, KATA_DIR, KUBEADM_V2, MAIN, make_host, snapshot
+from typer.testing import CliRunner
+
+from ccgpu.cli import app
+from tests.conftest import ccgpu_command, ccgpu_env
 
 
 def _ccgpu(*args: str) -> subprocess.CompletedProcess:
@@ -48,6 +52,21 @@ def test_bad_input_exits_2_with_the_reason_and_changes_nothing(tmp_path: Path) -
     assert (
         "--restart 'hup' is not a restart method; accepted: auto, signal, systemd, none" in bad_method.stderr
     )
+    assert snapshot(root) == before
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf"])
+def test_a_restart_timeout_that_is_not_a_positive_finite_number_exits_2_and_changes_nothing(
+    tmp_path: Path, timeout: str
+) -> None:
+    root = make_host(tmp_path, KUBEADM_V2)
+    before = snapshot(root)
+    done = CliRunner().invoke(
+        app, ["agent", "containerd-config", "apply", "--host-root", str(root), "--restart", "none",
+              "--restart-timeout", timeout],
+    )  # fmt: skip
+    assert done.exit_code == 2
+    assert "--restart-timeout must be a positive, finite number of seconds" in done.output
     assert snapshot(root) == before
 
 

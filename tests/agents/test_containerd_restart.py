@@ -181,10 +181,15 @@ def test_systemd_restart_failure_carries_systemctls_message(host: Sysfs, tmp_pat
         restart_containerd(host, RestartMethod.SYSTEMD)
 
 
-@pytest.mark.parametrize("unit", ["containerd service", "../x", "a;b", ""])
-def test_systemd_unit_names_are_checked(host: Sysfs, unit: str) -> None:
+@pytest.mark.parametrize(
+    "unit", ["containerd service", "../x", "a;b", "", "-Hevil.example.com", "--user", "containerd.service\n"]
+)
+def test_systemd_unit_names_are_checked_and_nothing_runs(host: Sysfs, unit: str) -> None:
+    """A unit starting with '-' would be a systemctl option (-H restarts on another host over ssh)."""
+    ran = []
     with pytest.raises(RestartError, match="is not a unit name"):
-        restart_containerd(host, RestartMethod.SYSTEMD, RestartOptions(unit=unit))
+        restart_containerd(host, RestartMethod.SYSTEMD, RestartOptions(unit=unit), runner=lambda *a, **k: ran.append(a))
+    assert ran == []
 
 
 def test_auto_means_systemd_only_on_a_host_booted_with_systemd(host: Sysfs) -> None:

@@ -57,6 +57,16 @@ def test_write_file_is_atomic_and_leaves_no_temp_files(root):
     assert fs.listdir("run/nvidia/validations") == ["workload-type"]
 
 
+def test_write_file_syncs_the_file_and_then_its_directory_so_the_rename_survives_a_power_cut(root, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    Sysfs(root).write_file("run/ccgpu/intent.json", "{}")
+    assert len(synced) == 2
+    assert os.path.basename(synced[0]).startswith(".intent.json.")  # the temp file's data, before the rename
+    assert synced[1] == os.path.realpath(root / "run/ccgpu")  # then the directory holding the new name
+
+
 def test_readlink_of_a_link_to_outside_returns_the_target_without_following_it(root):
     """/proc/<pid>/fd/<n> links point at /dev/vfio/<group>: readable as text, never opened."""
     (root / "proc/42/fd").mkdir(parents=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -28,8 +29,8 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def _options(socket: str, unit: str, timeout: float) -> RestartOptions:
-    if timeout <= 0:
-        _fail(f"--restart-timeout must be a positive number of seconds, got {timeout}", code=2)
+    if not (0 < timeout < math.inf):  # also refuses nan and inf, which the float option accepts
+        _fail(f"--restart-timeout must be a positive, finite number of seconds, got {timeout}", code=2)
     return RestartOptions(socket=socket, unit=unit, timeout_s=timeout)
 
 

@@ -51,7 +51,8 @@ class RestartOptions:
 
 DEFAULT_RESTART_OPTIONS = RestartOptions()
 
-_UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.@-]+$")
+# Not starting with '-': systemctl would read it as an option (`-Hhost` runs the restart on another machine).
+_UNIT_NAME = re.compile(r"[A-Za-z0-9:_.@][A-Za-z0-9:_.@-]*")
 Runner = Callable[..., subprocess.CompletedProcess]
 
 
@@ -84,8 +85,10 @@ def restart_containerd(
 
 
 def _restart_with_systemd(options: RestartOptions, runner: Runner) -> str:
-    if not _UNIT_NAME.match(options.unit):
-        raise RestartError(f"systemd unit {options.unit!r} is not a unit name (letters, digits, ':_.@-')")
+    if not _UNIT_NAME.fullmatch(options.unit):
+        raise RestartError(
+            f"systemd unit {options.unit!r} is not a unit name (letters, digits, ':_.@-', not starting with '-')"
+        )
     # In the host's mount namespace systemctl reaches the host's systemd; needs hostPID (pid 1 is the host's).
     argv = ["nsenter", "--target", "1", "--mount", "--", "systemctl", "restart", options.unit]
     try:

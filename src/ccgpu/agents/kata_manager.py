@@ -98,7 +98,8 @@ async def run(
         _containerd_module()  # refuse before touching anything when the module is missing
     reconcile(fs, config, discover)
     if config.configure_containerd:
-        report = configure_containerd(fs, config.containerd_options)
+        # In a worker thread: a containerd restart can take up to its timeout, and SIGTERM must still stop us.
+        report = await asyncio.to_thread(configure_containerd, fs, config.containerd_options)
         log.info("containerd: %s", getattr(report, "as_dict", lambda: report)())
     while not once and not stop.is_set():
         try:

@@ -118,7 +118,8 @@ class Sysfs:
             os.close(fd)
 
     def write_file(self, rel: str, data: str | bytes, mode: int = 0o644) -> None:
-        """Create or replace a regular file atomically (temp file in the same directory, fsync, rename).
+        """Create or replace a regular file atomically and durably (temp file in the same directory, fsync,
+        rename, fsync of the directory).
 
         For files ccgpu owns (readiness files, CDI specs, containerd drop-ins), never for kernel attributes.
         """
@@ -137,6 +138,7 @@ class Sysfs:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+        _fsync_dir(target.parent)  # the rename itself must survive a power cut (intent files depend on it)
 
     def remove(self, rel: str, missing_ok: bool = True) -> None:
         """Remove a file ccgpu owns."""
@@ -148,6 +150,14 @@ class Sysfs:
 
     def makedirs(self, rel: str) -> None:
         self.path(rel).mkdir(parents=True, exist_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 SIMULATED_HOST_ENV = "CCGPU_SIMULATED_HOST"
