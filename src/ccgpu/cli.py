@@ -455,6 +455,9 @@ _Restart = Annotated[
 _Socket = Annotated[str, typer.Option("--containerd-socket", help="containerd's socket (host path), for --restart signal.")]
 _Unit = Annotated[str, typer.Option("--systemd-unit", help="containerd's unit, for --restart systemd.")]
 _Timeout = Annotated[float, typer.Option("--restart-timeout", help="Seconds to wait for containerd to come back.")]
+_KataShim = Annotated[str, typer.Option(
+    "--kata-shim", help="Kata shim binary (host path) set as each runtime's runtime_path; '' to use containerd's PATH."
+)]  # fmt: skip
 
 
 @containerd_config_app.command("apply")
@@ -469,6 +472,7 @@ def containerd_config_apply(
     kata_config_dir: Annotated[
         str, typer.Option("--kata-config-dir", help="Where Kata's shim configs live (host path).")
     ] = "/opt/kata/share/defaults/kata-containers",
+    kata_shim: _KataShim = "/opt/kata/bin/containerd-shim-kata-v2",
     containerd_version: Annotated[
         str | None,
         typer.Option("--containerd-version", help="The node's containerRuntimeVersion, e.g. containerd://1.7.2."),
@@ -483,7 +487,7 @@ def containerd_config_apply(
 
     containerd_cli.run_apply(
         host_root, main_config, dropin, runtime_class, kata_config_dir, containerd_version,
-        restart, containerd_socket, systemd_unit, restart_timeout,
+        restart, containerd_socket, systemd_unit, restart_timeout, kata_shim,
     )  # fmt: skip
 
 

@@ -90,6 +90,7 @@ def test_containerd_1x_loads_each_kata_runtime_with_its_shim_and_config_path(
     for name in CLASSES:
         runtime = cri["containerd"]["runtimes"][name]
         assert runtime["runtime_type"] == f"io.containerd.{name}.v2"
+        assert runtime["runtime_path"] == "/opt/kata/bin/containerd-shim-kata-v2"  # kata-deploy's shim
         assert (
             runtime["options"]["ConfigPath"] == f"{KATA_DIR}/configuration-{name.removeprefix('kata-')}.toml"
         )

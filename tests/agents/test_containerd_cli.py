@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,23 @@ def test_agent_help_lists_containerd_config_with_its_commands() -> None:
     listing = _ccgpu("agent", "containerd-config", "--help")
     assert listing.returncode == 0
     assert "apply" in listing.stdout and "cleanup" in listing.stdout
+
+
+@pytest.mark.parametrize(
+    "args,wanted",
+    [([], "/opt/kata/bin/containerd-shim-kata-v2"), (["--kata-shim", "/usr/bin/containerd-shim-kata-v2"],
+     "/usr/bin/containerd-shim-kata-v2"), (["--kata-shim", ""], None)],
+    ids=["kata-deploy-default", "custom", "containerd-path"],
+)
+def test_kata_shim_option_sets_or_leaves_out_each_runtimes_runtime_path(
+    tmp_path: Path, args: list[str], wanted: str | None
+) -> None:
+    root = make_host(tmp_path, KUBEADM_V2)
+    done = CliRunner().invoke(
+        app, ["agent", "containerd-config", "apply", "--host-root", str(root), "--restart", "none", *args]
+    )
+    assert done.exit_code == 0, done.output
+    dropin = tomllib.loads((root / DROPIN.lstrip("/")).read_text())
+    runtimes = dropin["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]
+    kata = [rt for name, rt in runtimes.items() if name.startswith("kata-")]
+    assert len(kata) == 3 and all(rt.get("runtime_path") == wanted for rt in kata)

@@ -225,8 +225,25 @@ def test_missing_kata_configs_are_reported_as_warnings(tmp_path: Path) -> None:
     report = _apply(root, runtime_classes=["kata-qemu-nvidia-gpu-snp"])
     assert report.warnings == [
         f"{KATA_DIR}/configuration-qemu-nvidia-gpu-snp.toml not found on the host: "
-        "pods of RuntimeClass kata-qemu-nvidia-gpu-snp fail until Kata is installed"
+        "pods of RuntimeClass kata-qemu-nvidia-gpu-snp fail until Kata is installed",
+        "Kata shim /opt/kata/bin/containerd-shim-kata-v2 not found on the host: "
+        "pods of the Kata runtime classes fail until Kata is installed",
     ]
+
+
+def test_runtime_path_names_the_shim_given_or_is_left_out_when_the_shim_is_on_path(tmp_path: Path) -> None:
+    """Without `runtime_path` containerd looks for `containerd-shim-<handler>-v2` on its PATH, which a
+    kata-deploy install (shim under /opt/kata) does not put there."""
+    root = make_host(tmp_path, V3)
+    _apply(root, shim_path="/usr/local/bin/containerd-shim-kata-v2")
+    dropin = tomllib.loads((root / "etc/containerd/conf.d/ccgpu-kata.toml").read_text())
+    runtimes = dropin["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]
+    assert {rt["runtime_path"] for rt in runtimes.values()} == {"/usr/local/bin/containerd-shim-kata-v2"}
+    report = _apply(root, shim_path=None)
+    assert report.changed
+    dropin = tomllib.loads((root / "etc/containerd/conf.d/ccgpu-kata.toml").read_text())
+    runtimes = dropin["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]
+    assert all("runtime_path" not in rt for rt in runtimes.values())
 
 
 class CrashAt:

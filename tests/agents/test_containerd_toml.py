@@ -109,6 +109,21 @@ def test_bad_runtime_requests_are_refused_with_what_is_accepted(
     assert needle in str(e.value)
 
 
+def test_runtime_entries_name_kata_deploys_shim_binary_by_default() -> None:
+    """Reference §C: without `runtime_path`, containerd runs `containerd-shim-<handler>-v2` from its PATH;
+    kata-deploy installs one shim under /opt/kata and sets `runtime_path` to it."""
+    (rt,) = kata_runtimes(["kata-qemu-nvidia-gpu-snp"], KATA_DIR)
+    assert rt.table()["runtime_path"] == "/opt/kata/bin/containerd-shim-kata-v2"
+    (on_path,) = kata_runtimes(["kata-qemu-nvidia-gpu-snp"], KATA_DIR, shim_path="")
+    assert "runtime_path" not in on_path.table()
+
+
+@pytest.mark.parametrize("shim", ["containerd-shim-kata-v2", "/opt/kata/../bin/shim", "/opt/kata/bin/"])
+def test_a_relative_or_unnormalised_shim_path_is_refused(shim: str) -> None:
+    with pytest.raises(ContainerdConfigError, match="kata shim path"):
+        kata_runtimes(["kata-qemu-nvidia-gpu"], KATA_DIR, shim_path=shim)
+
+
 def test_version3_dropin_uses_the_cri_v1_runtime_plugin_and_only_ccgpu_keys() -> None:
     """Reference §C: v3 runtimes and enable_cdi live under plugins."io.containerd.cri.v1.runtime"."""
     main = parse_config(
@@ -124,6 +139,7 @@ def test_version3_dropin_uses_the_cri_v1_runtime_plugin_and_only_ccgpu_keys() ->
     snp = cri["containerd"]["runtimes"]["kata-qemu-nvidia-gpu-snp"]
     assert snp == {
         "runtime_type": "io.containerd.kata-qemu-nvidia-gpu-snp.v2",
+        "runtime_path": "/opt/kata/bin/containerd-shim-kata-v2",
         "privileged_without_host_devices": True,
         "pod_annotations": ["io.katacontainers.*"],
         "options": {"ConfigPath": f"{KATA_DIR}/configuration-qemu-nvidia-gpu-snp.toml"},

@@ -39,6 +39,7 @@ from ccgpu.agents.containerd_restart import (
 )
 from ccgpu.agents.containerd_toml import (
     DEFAULT_POD_ANNOTATIONS,
+    DEFAULT_SHIM_PATH,
     ContainerdConfigError,
     add_import,
     cdi_warnings,
@@ -288,12 +289,13 @@ def _configure(
     restart: RestartMethod,
     restart_options: RestartOptions,
     pod_annotations: Iterable[str],
+    shim_path: str | None,
     containerd_version: str | None,
     runner: Runner,
 ) -> ChangeReport:
     """`configure`'s work, under the lock."""
     paths = _Paths.of(main_config, dropin)
-    runtimes = kata_runtimes(runtime_classes, kata_config_dir, pod_annotations)
+    runtimes = kata_runtimes(runtime_classes, kata_config_dir, pod_annotations, shim_path)
     runtime_version = parse_runtime_version(containerd_version) if containerd_version else None
     restart = resolve_method(fs, restart)  # refuse before writing anything, not after
     state = _load_state(fs, paths)
@@ -347,6 +349,12 @@ def _configure(
         f"{rt.config_path} not found on the host: pods of RuntimeClass {rt.name} fail until Kata is installed"
         for rt in runtimes
         if not fs.exists(_rel(rt.config_path))
+    ]
+    shims = sorted({rt.runtime_path for rt in runtimes if rt.runtime_path})
+    report.warnings += [
+        f"Kata shim {shim} not found on the host: pods of the Kata runtime classes fail until Kata is installed"
+        for shim in shims
+        if not fs.exists(_rel(shim))
     ]
     wanted = _State(
         phase="applied",
@@ -459,11 +467,13 @@ def configure(
     restart: RestartMethod = RestartMethod.AUTO,
     restart_options: RestartOptions = DEFAULT_RESTART_OPTIONS,
     pod_annotations: Iterable[str] = DEFAULT_POD_ANNOTATIONS,
+    shim_path: str | None = DEFAULT_SHIM_PATH,
     containerd_version: str | None = None,
     runner: Runner = subprocess.run,
 ) -> ChangeReport:
     """Make containerd serve the Kata runtime classes; idempotent, validates everything before the first
-    write. `containerd_version` (the node's `containerRuntimeVersion`, optional) lets ccgpu refuse a
+    write. `shim_path` is each runtime's `runtime_path` (kata-deploy's shim by default; None or "" lets
+    containerd look up `containerd-shim-<handler>-v2` on its PATH). `containerd_version` (the node's `containerRuntimeVersion`, optional) lets ccgpu refuse a
     version-3 file that containerd 1.x would ignore and warn where containerd lacks CDI. Blocking: an asyncio
     agent calls it through `asyncio.to_thread`, since a restart can take up to `restart_options.timeout_s`."""
     with _exclusive(fs, main_config):
@@ -476,6 +486,7 @@ def configure(
             restart=restart,
             restart_options=restart_options,
             pod_annotations=pod_annotations,
+            shim_path=shim_path,
             containerd_version=containerd_version,
             runner=runner,
         )

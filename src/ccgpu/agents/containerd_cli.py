@@ -11,7 +11,7 @@ import typer
 from ccgpu import labels
 from ccgpu.agents.containerd import ChangeReport, cleanup, configure
 from ccgpu.agents.containerd_restart import RestartError, RestartMethod, RestartOptions
-from ccgpu.agents.containerd_toml import ContainerdConfigError
+from ccgpu.agents.containerd_toml import DEFAULT_SHIM_PATH, ContainerdConfigError
 from ccgpu.hw.sysfs import PathEscapeError, Sysfs
 
 
@@ -69,6 +69,7 @@ def run_apply(
     socket: str,
     unit: str,
     timeout: float,
+    shim_path: str = DEFAULT_SHIM_PATH,
 ) -> None:
     _run(
         configure,
@@ -77,6 +78,7 @@ def run_apply(
         dropin=dropin,
         runtime_classes=runtime_classes or list(labels.RUNTIME_CLASSES),
         kata_config_dir=kata_config_dir,
+        shim_path=shim_path,
         containerd_version=containerd_version,
         restart=_method(restart),
         restart_options=_options(socket, unit, timeout),

@@ -31,6 +31,8 @@ from ccgpu import labels
 SUPPORTED_VERSIONS = (2, 3)
 CRI_RUNTIME_PLUGIN = {2: "io.containerd.grpc.v1.cri", 3: "io.containerd.cri.v1.runtime"}
 DEFAULT_POD_ANNOTATIONS = ("io.katacontainers.*",)
+# kata-deploy's layout: one shim binary under /opt/kata serves every handler (reference/protocols.md §C).
+DEFAULT_SHIM_PATH = "/opt/kata/bin/containerd-shim-kata-v2"
 CDI_SPEC_DIR = "/var/run/cdi"
 DROPIN_MARKER = "# Written by ccgpu (kata-manager)."
 
@@ -47,30 +49,38 @@ class KataRuntime:
     config_path: str
     pod_annotations: tuple[str, ...] = DEFAULT_POD_ANNOTATIONS
     privileged_without_host_devices: bool = True
+    runtime_path: str | None = DEFAULT_SHIM_PATH
 
     @property
     def runtime_type(self) -> str:
-        """`io.containerd.<handler>.v2`: containerd runs `containerd-shim-<handler>-v2` from PATH."""
+        """`io.containerd.<handler>.v2`: without `runtime_path`, containerd runs `containerd-shim-<handler>-v2`
+        from its PATH, which a kata-deploy install does not provide; `runtime_path` names the shim instead."""
         return f"io.containerd.{self.name}.v2"
 
     def table(self) -> dict[str, Any]:
-        return {
-            "runtime_type": self.runtime_type,
-            "privileged_without_host_devices": self.privileged_without_host_devices,
-            "pod_annotations": list(self.pod_annotations),
-            "options": {"ConfigPath": self.config_path},
-        }
+        table: dict[str, Any] = {"runtime_type": self.runtime_type}
+        if self.runtime_path:
+            table["runtime_path"] = self.runtime_path
+        table.update(
+            privileged_without_host_devices=self.privileged_without_host_devices,
+            pod_annotations=list(self.pod_annotations),
+            options={"ConfigPath": self.config_path},
+        )
+        return table
 
 
 def kata_runtimes(
     runtime_classes: Iterable[str],
     kata_config_dir: str,
     pod_annotations: Iterable[str] = DEFAULT_POD_ANNOTATIONS,
+    shim_path: str | None = DEFAULT_SHIM_PATH,
 ) -> list[KataRuntime]:
     """The runtime entries for the requested RuntimeClass handlers, in request order, duplicates dropped.
 
     Kata's shim config for handler `kata-<shim>` is `<kata_config_dir>/configuration-<shim>.toml` (kata-deploy's
-    layout, e.g. `configuration-qemu-nvidia-gpu-snp.toml`).
+    layout, e.g. `configuration-qemu-nvidia-gpu-snp.toml`). `shim_path` becomes each entry's `runtime_path`
+    (kata-deploy's `/opt/kata/bin/containerd-shim-kata-v2` by default); None or "" leaves it out, for hosts
+    whose `containerd-shim-<handler>-v2` binaries are on containerd's PATH.
     """
     names = list(dict.fromkeys(runtime_classes))
     if not names:
@@ -83,6 +93,8 @@ def kata_runtimes(
             f"unknown runtime class(es) {', '.join(map(repr, unknown))}; accepted: {', '.join(labels.RUNTIME_CLASSES)}"
         )
     check_host_path(kata_config_dir, "kata config dir")
+    if shim_path:
+        check_host_path(shim_path, "kata shim path")
     annotations = tuple(pod_annotations)
     bad = [a for a in annotations if not a or any(c.isspace() for c in a)]
     if bad:
@@ -92,6 +104,7 @@ def kata_runtimes(
             name=n,
             config_path=posixpath.join(kata_config_dir, f"configuration-{n.removeprefix('kata-')}.toml"),
             pod_annotations=annotations,
+            runtime_path=shim_path or None,
         )
         for n in names
     ]
