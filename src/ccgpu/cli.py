@@ -112,6 +112,13 @@ def agent_kata_manager(
         None, "--containerd-config", envvar="CONTAINERD_CONFIG", help="containerd's main config (host path)."
     ),
     containerd_dropin: str | None = typer.Option(None, "--containerd-dropin", help="ccgpu's containerd drop-in."),
+    containerd_restart: str = typer.Option(
+        "auto", "--containerd-restart", envvar="CONTAINERD_RESTART_MODE",
+        help="How to restart containerd: auto (systemd if booted with it), systemd, signal, none.",
+    ),
+    kata_shim: str | None = typer.Option(
+        None, "--kata-shim", envvar="KATA_SHIM", help="Kata shim (host path) for runtime_path; '' for containerd's PATH."
+    ),
     interval: float = typer.Option(1.0, "--interval", help="Seconds between passes that pick up device changes."),
     node_name: str | None = _NODE_NAME,
 ) -> None:
@@ -120,7 +127,7 @@ def agent_kata_manager(
 
     sandbox_cli.run_kata_manager(
         host_root, cdi_dir, gpu_alias, nvswitch_alias, once, cleanup, configure_containerd, containerd_config,
-        containerd_dropin, interval, node_name,
+        containerd_dropin, interval, node_name, containerd_restart, kata_shim,
     )
 
 

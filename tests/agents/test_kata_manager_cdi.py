@@ -123,7 +123,7 @@ def test_configure_containerd_calls_the_containerd_module_with_the_options(tmp_p
     result = CliRunner().invoke(app, ["agent", "kata-manager", "--host-root", str(tmp_path), "--once",
                                       "--configure-containerd", "--containerd-config", "/etc/k3s/config.toml"])
     assert result.exit_code == 0, result.output
-    assert calls == [(Path(os.path.realpath(tmp_path)), {"main_config": "/etc/k3s/config.toml"})]
+    assert calls == [(Path(os.path.realpath(tmp_path)), {"main_config": "/etc/k3s/config.toml", "restart": "auto"})]
     assert (tmp_path / SPEC).exists()
 
 
@@ -260,3 +260,53 @@ async def test_a_failed_pass_keeps_the_current_spec_and_the_next_pass_recovers(t
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
+
+
+def _containerd_host(tmp_path):
+    _host(tmp_path)
+    (tmp_path / "etc/containerd").mkdir(parents=True)
+    (tmp_path / "etc/containerd/config.toml").write_text("version = 2\n")
+
+
+@pytest.mark.parametrize("how", [["--containerd-restart", "none"], []], ids=["flag", "env"])
+def test_configure_containerd_on_a_host_without_systemd_works_with_restart_none(tmp_path, how):
+    """Without a restart choice the kata-manager always used `auto`, which refuses hosts that lack
+    run/systemd/system: `--containerd-restart none` (or $CONTAINERD_RESTART_MODE) must get through."""
+    _containerd_host(tmp_path)
+    env = {} if how else {"CONTAINERD_RESTART_MODE": "none"}
+    result = _kata(tmp_path, "--once", "--configure-containerd", *how, **env)
+    assert result.exit_code == 0, result.output
+    dropin = (tmp_path / "etc/containerd/conf.d/ccgpu-kata.toml").read_text()
+    assert "kata-qemu-nvidia-gpu-snp" in dropin
+    assert "conf.d/ccgpu-kata.toml" in (tmp_path / "etc/containerd/config.toml").read_text()
+
+
+def test_containerd_restart_and_kata_shim_reach_configure_and_cleanup(tmp_path, monkeypatch):
+    _host(tmp_path)
+    calls = []
+    fake = types.ModuleType("ccgpu.agents.containerd")
+    fake.configure = lambda fs, **options: calls.append(("configure", options))
+    fake.cleanup = lambda fs, **options: calls.append(("cleanup", options))
+    monkeypatch.setitem(sys.modules, "ccgpu.agents.containerd", fake)
+    flags = ["--configure-containerd", "--containerd-restart", "signal", "--kata-shim", "/usr/bin/shim"]
+    assert _kata(tmp_path, "--once", *flags).exit_code == 0
+    assert _kata(tmp_path, "--cleanup", *flags).exit_code == 0
+    (_, applied), (_, cleaned) = calls
+    assert applied["restart"] == "signal" and applied["shim_path"] == "/usr/bin/shim"
+    assert cleaned["restart"] == "signal" and "shim_path" not in cleaned
+
+
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        (["--containerd-restart", "reload"], "--containerd-restart 'reload' is not a restart method; accepted: auto"),
+        (["--kata-shim", "bin/shim"], "--kata-shim 'bin/shim' must be an absolute host path"),
+    ],
+)
+def test_bad_containerd_flags_exit_2_before_anything_is_written(tmp_path, flags, needle):
+    _containerd_host(tmp_path)
+    result = _kata(tmp_path, "--once", "--configure-containerd", *flags)
+    assert result.exit_code == 2, result.output
+    assert needle in result.output
+    assert not (tmp_path / "var/run/cdi").exists()
+    assert not (tmp_path / "etc/containerd/conf.d").exists()

@@ -9,14 +9,14 @@ import math
 import os
 import signal
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
 from ccgpu import labels
 from ccgpu.agents.cdi import DEFAULT_CDI_DIR, Aliases, CDIError
-from ccgpu.agents.containerd_restart import RestartError
-from ccgpu.agents.containerd_toml import ContainerdConfigError
+from ccgpu.agents.containerd_restart import RestartError, RestartMethod
+from ccgpu.agents.containerd_toml import ContainerdConfigError, check_host_path
 from ccgpu.hw.pci import BDFError, SysfsFormatError
 from ccgpu.hw.sysfs import PathEscapeError
 
@@ -39,7 +39,7 @@ def aliases(gpu_alias: str | None, nvswitch_alias: str | None) -> Aliases:
     )
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
@@ -54,6 +54,15 @@ def check_cdi_dir(cdi_dir: str) -> None:
     parts = cdi_dir.split("/")
     if not cdi_dir.startswith("/") or ".." in parts or "\x00" in cdi_dir:
         fail(f"--cdi-dir {cdi_dir!r} must be an absolute host path without '..', such as {DEFAULT_CDI_DIR}")
+
+
+def restart_method(value: str) -> RestartMethod:
+    """`--containerd-restart` / $CONTAINERD_RESTART_MODE as a method, or exit 2 naming the accepted ones."""
+    try:
+        return RestartMethod(value.strip().lower())
+    except ValueError:
+        accepted = ", ".join(m.value for m in RestartMethod)
+        fail(f"--containerd-restart {value!r} is not a restart method; accepted: {accepted}")
 
 
 def setup_logging(node_name: str | None) -> None:
@@ -104,6 +113,8 @@ def run_kata_manager(
     containerd_dropin: str | None,
     interval: float,
     node_name: str | None,
+    containerd_restart: str = RestartMethod.AUTO.value,
+    kata_shim: str | None = None,
 ) -> None:
     from ccgpu.agents import kata_manager
     from ccgpu.hw.sysfs import Sysfs
@@ -121,6 +132,14 @@ def run_kata_manager(
         options["main_config"] = containerd_config
     if containerd_dropin:
         options["dropin"] = containerd_dropin
+    options["restart"] = restart_method(containerd_restart)
+    if kata_shim is not None:
+        if kata_shim:
+            try:  # refused before the first CDI write, like every other bad flag
+                check_host_path(kata_shim, "--kata-shim")
+            except ContainerdConfigError as e:
+                fail(str(e))
+        options["shim_path"] = kata_shim
     config = kata_manager.KataManagerConfig(
         host_root=host_root, cdi_dir=cdi_dir, aliases=names, configure_containerd=configure_containerd,
         containerd_options=options, interval_s=interval,
