@@ -285,3 +285,32 @@ def test_random_device_sets_give_valid_specs_whose_names_are_the_advertised_ids(
         validator.validate(spec)
         cdi.validate_spec(spec)
         assert cdi.spec_device_names(fs, "/var/run/cdi", kind) == names
+
+
+def _pci_logs(caplog, level: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "ccgpu.cdi" and r.levelname == level]
+
+
+def test_discovery_logs_each_unreadable_pci_entry_once_until_the_problem_changes(tmp_path, caplog):
+    """An agent rediscovers every second: a stuck, unreadable entry must not log a line every pass."""
+    host = FakeVfioHost(tmp_path)
+    host.add("0000:3a:00.0", group=12)
+    devices = tmp_path / "sys/bus/pci/devices"
+    (devices / "not-a-bdf").mkdir()
+    discover, fs = cdi.DeviceDiscovery(), Sysfs(tmp_path)
+    caplog.set_level("INFO", logger="ccgpu.cdi")
+    for _ in range(3):
+        assert [str(d.bdf) for d in discover(fs)] == ["0000:3a:00.0"]
+    warnings = _pci_logs(caplog, "WARNING")
+    assert len(warnings) == 1 and "entry 'not-a-bdf' ignored" in warnings[0]
+    (devices / "not-a-bdf").rename(devices / "still-not-a-bdf")  # a different problem: logged once more
+    discover(fs)
+    discover(fs)
+    warnings = _pci_logs(caplog, "WARNING")
+    assert len(warnings) == 2 and "entry 'still-not-a-bdf' ignored" in warnings[1]
+    (devices / "still-not-a-bdf").rmdir()
+    discover(fs)
+    discover(fs)
+    cleared = _pci_logs(caplog, "INFO")
+    assert len(cleared) == 2 and "'not-a-bdf'" in cleared[0] and "'still-not-a-bdf'" in cleared[1]
+    assert len(_pci_logs(caplog, "WARNING")) == 2

@@ -310,3 +310,32 @@ def test_bad_containerd_flags_exit_2_before_anything_is_written(tmp_path, flags,
     assert needle in result.output
     assert not (tmp_path / "var/run/cdi").exists()
     assert not (tmp_path / "etc/containerd/conf.d").exists()
+
+
+async def test_both_agent_loops_log_an_unreadable_pci_entry_once_not_every_pass(tmp_path, caplog, monkeypatch):
+    """The kata-manager and the device plugin rediscover every pass; a stuck entry is reported once."""
+    from ccgpu.agents.device_plugin.server import DevicePluginAgent, DevicePluginConfig
+
+    _host(tmp_path)
+    (tmp_path / "sys/bus/pci/devices/not-a-bdf").mkdir()
+    scans = []
+    real_scan = cdi.scan_devices
+    monkeypatch.setattr(cdi, "scan_devices", lambda fs, vendor: scans.append(1) or real_scan(fs, vendor))
+    caplog.set_level("INFO", logger="ccgpu.cdi")
+
+    stop = asyncio.Event()
+    config = kata_manager.KataManagerConfig(host_root=str(tmp_path), interval_s=0.01)
+    task = asyncio.get_running_loop().create_task(kata_manager.run(config, stop))
+    await _until(lambda: len(scans) >= 4)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+
+    plugin = DevicePluginAgent(DevicePluginConfig(
+        host_root=str(tmp_path), plugin_dir=str(tmp_path / "plugins"), wait_for_validations=False,
+        rediscover_period_s=0.0, cdi_dir="/var/run/no-cdi",  # no spec: nothing advertised, no kubelet needed
+    ))  # fmt: skip
+    for _ in range(3):
+        await plugin.tick()
+    assert len(scans) >= 7
+    warnings = [r.getMessage() for r in caplog.records if r.name == "ccgpu.cdi" and r.levelname == "WARNING"]
+    assert len(warnings) == 2 and all("'not-a-bdf'" in w for w in warnings)  # one per agent

@@ -187,16 +187,33 @@ def inventory(fs: Sysfs, devices: Iterable[PCIDevice], aliases: Aliases = Aliase
     return sorted(merged.values(), key=lambda i: (i.kind, name_sort_key(i.name)))
 
 
-def discover_devices(fs: Sysfs) -> list[PCIDevice]:
-    """The host's NVIDIA PCI functions via `ccgpu.hw.pci.scan_devices` (the one sysfs PCI reader).
+class DeviceDiscovery:
+    """The host's NVIDIA PCI functions via `ccgpu.hw.pci.scan_devices` (the one sysfs PCI reader), for an agent
+    that looks again every second.
 
-    An entry that does not read cleanly is logged and skipped, so one garbled device cannot take every other
-    GPU of the node out of the spec or the plugin.
+    An entry that does not read cleanly is skipped, so one garbled device cannot take every other GPU of the
+    node out of the spec or the plugin. Each distinct problem is logged once, when it appears (and once more
+    when it goes away), not on every pass: a stuck entry would otherwise fill the log at one line a second.
     """
-    scan = scan_devices(fs, catalog.NVIDIA_VENDOR_ID)
-    for error in scan.errors:
-        log.warning("skipping a PCI entry: %s", error)
-    return list(scan.devices)
+
+    def __init__(self) -> None:
+        self._reported: frozenset[str] = frozenset()
+
+    def __call__(self, fs: Sysfs) -> list[PCIDevice]:
+        scan = scan_devices(fs, catalog.NVIDIA_VENDOR_ID)
+        errors = frozenset(scan.errors)
+        for error in scan.errors:
+            if error not in self._reported:
+                log.warning("skipping a PCI entry: %s", error)
+        for error in sorted(self._reported - errors):
+            log.info("PCI entry problem cleared: %s", error)
+        self._reported = errors
+        return list(scan.devices)
+
+
+def discover_devices(fs: Sysfs) -> list[PCIDevice]:
+    """One discovery pass that logs every unreadable entry (for one-shot callers; loops keep a DeviceDiscovery)."""
+    return DeviceDiscovery()(fs)
 
 
 # --- the spec ---------------------------------------------------------------------------------------------

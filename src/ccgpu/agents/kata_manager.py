@@ -94,6 +94,7 @@ async def run(
     """Configure containerd once (when asked), then keep the CDI spec current until `stop` is set."""
     fs = Sysfs(config.host_root)
     stop = stop or asyncio.Event()
+    discover = discover or cdi.DeviceDiscovery()  # one per loop: each unreadable entry is logged once
     if config.configure_containerd:
         _containerd_module()  # refuse before touching anything when the module is missing
     reconcile(fs, config, discover)

@@ -237,7 +237,7 @@ class DevicePluginAgent:
     ) -> None:
         self.config = config
         self.fs = fs or Sysfs(config.host_root)
-        self.discover = discover or cdi.discover_devices
+        self.discover = discover or cdi.DeviceDiscovery()
         self.specs = health.SpecCache(self.fs, config.cdi_dir)
         self.servers: dict[str, ResourceServer] = {}
         self.advertised: dict[tuple[str, str], DeviceIdentity] = {}
