@@ -130,3 +130,13 @@ def test_plan_entering_ppcie_turns_cc_off_first():
         Step("set-cc", gpus, "off"), Step("reset", gpus, mode="off"),
         Step("set-ppcie", all_bdfs, "on"), Step("reset", all_bdfs, verify_ppcie="on"),
     ]
+
+
+def test_paused_app_names_are_the_operand_daemonsets_pod_app_labels():
+    """The kata device plugin is among them (k8s-cc-manager forgets it: operands.md §2 defects)."""
+    from ccgpu.agents.cc_switch import paused_app_names
+
+    names = paused_app_names()
+    assert "nvidia-kata-sandbox-device-plugin-daemonset" in names
+    assert "nvidia-sandbox-device-plugin-daemonset" in names
+    assert "nvidia-vfio-manager" in names and len(names) == len(set(names)) == 7

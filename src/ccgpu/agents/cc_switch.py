@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ccgpu import labels
-from ccgpu.labels import CCMode, LabelValueError
+from ccgpu.labels import CCMode, LabelValueError, Operand
 
 PPCIE_ON, PPCIE_OFF = "on", "off"
 
@@ -146,9 +146,21 @@ def restore_patch(node_labels: dict[str, str], saved: dict[str, str]) -> dict[st
     return {key: value for key, value in saved.items() if node_labels.get(key) == _paused_value(value)}
 
 
+# `app` label of each paused operand's pods: NVIDIA's DaemonSet names, which ccgpu's operator uses too.
+OPERAND_APP_NAMES: dict[Operand, str] = {
+    Operand.VFIO_MANAGER: "nvidia-vfio-manager",
+    Operand.SANDBOX_DEVICE_PLUGIN: "nvidia-sandbox-device-plugin-daemonset",
+    Operand.KATA_SANDBOX_DEVICE_PLUGIN: "nvidia-kata-sandbox-device-plugin-daemonset",
+    Operand.SANDBOX_VALIDATOR: "nvidia-sandbox-validator",
+    Operand.KATA_MANAGER: "nvidia-kata-manager",
+    Operand.VGPU_MANAGER: "nvidia-vgpu-manager",
+    Operand.VGPU_DEVICE_MANAGER: "nvidia-vgpu-device-manager",
+}
+
+
 def paused_app_names() -> list[str]:
     """`app` label values of the operand pods that must be gone before GPUs are reset."""
-    return [f"nvidia-{op.value}" for op in labels.CC_SWITCH_PAUSED_OPERANDS]
+    return [OPERAND_APP_NAMES[op] for op in labels.CC_SWITCH_PAUSED_OPERANDS]
 
 
 # --- the intent record -----------------------------------------------------------------------------

@@ -95,6 +95,14 @@ class CCBackend(Protocol):
 
     async def reset(self, bdf: BDF) -> None: ...
 
+    async def query_cc_all(self) -> dict[BDF, str]:
+        """CC mode of every GPU that reports one (one tool run: querying is cheap, starting a process is not)."""
+        ...
+
+    async def query_ppcie_all(self) -> dict[BDF, str]:
+        """PPCIe mode of every GPU and NVSwitch that reports one."""
+        ...
+
 
 async def reset_all(backend: CCBackend, bdfs: Iterable[BDF]) -> dict[BDF, Exception | None]:
     """Reset every device concurrently; returns each device's error (None on success)."""
@@ -145,6 +153,32 @@ class GpuAdminToolsBackend:
             errors = error_lines(text) or text.strip().splitlines()[-3:]
             raise CCBackendError(bdf, f"nvidia_gpu_tools.py {' '.join(options)} exited {proc.returncode}: " + "; ".join(errors))
         return text
+
+    async def _query_selection(self, selection: str, option: str, what: str) -> dict[BDF, str]:
+        """Query every device of a selection (`gpus`, `nvswitches`) in one run. The tool exits non-zero when a
+        device cannot answer (not CC/PPCIe capable); the lines of those that did answer are still returned,
+        and a caller missing a device asks for it alone to get its error."""
+        argv = [self.python, self.tool, f"--devices={selection}", option]
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=self.env
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), self.timeout_s)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise CCBackendError(None, f"nvidia_gpu_tools.py --devices={selection} {option} timed out") from None
+        return parse_query(out.decode(errors="replace"), what)
+
+    async def query_cc_all(self) -> dict[BDF, str]:
+        return await self._query_selection("gpus", "--query-cc-mode", "CC")
+
+    async def query_ppcie_all(self) -> dict[BDF, str]:
+        gpus, switches = await asyncio.gather(
+            self._query_selection("gpus", "--query-ppcie-mode", "PPCIe"),
+            self._query_selection("nvswitches", "--query-ppcie-mode", "PPCIe"),
+        )
+        return {**gpus, **switches}
 
     async def _query(self, bdf: BDF, option: str, what: str) -> str:
         text = await self._run(bdf, option)
