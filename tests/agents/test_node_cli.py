@@ -1,0 +1,133 @@
+"""`ccgpu agent cc-manager | vfio-manager | validator`: flags and NVIDIA's env var names, exit codes, output,
+structured logs, readiness files, and bad input that changes nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from lightkube import Client
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Node
+from typer.testing import CliRunner
+
+from ccgpu import labels
+from ccgpu.cli import app
+from ccgpu.kube.client import load_kubeconfig
+from ccgpu.sim import gpu_admin_tools
+from ccgpu.sim.apiserver import ApiServer
+from tests.agents.simnode import DEPLOY_LABELS, NODE, host_tree
+from tests.conftest import ccgpu_env
+
+runner = CliRunner()
+
+
+def drivers(host) -> dict[str, str | None]:
+    return {b: host.device(b).driver for b in host.devices()}
+
+
+def test_help_lists_every_agent_command_with_a_one_line_help():
+    out = runner.invoke(app, ["agent", "--help"], terminal_width=200).output
+    for name in ("cc-manager", "vfio-manager", "validator"):
+        assert name in out
+    out = runner.invoke(app, ["agent", "vfio-manager", "--help"], terminal_width=200).output
+    for name in ("bind", "unbind", "run"):
+        assert name in out
+
+
+def test_vfio_bind_all_then_unbind_all_through_the_cli_with_host_root_from_env():
+    with host_tree() as host:
+        result = runner.invoke(app, ["agent", "vfio-manager", "bind", "--all"], env={"HOST_ROOT": str(host.root)})
+        assert result.exit_code == 0, result.output
+        assert all(f"{b} bound vfio-pci" in result.stdout for b in host.gpus())
+        assert all(host.device(b).driver == "vfio-pci" for b in host.gpus())
+        result = runner.invoke(app, ["agent", "vfio-manager", "unbind", "-a", "--unbind-nvswitches",
+                                     "--host-root", str(host.root)])
+        assert result.exit_code == 0, result.output
+        assert set(drivers(host).values()) == {None}
+
+
+def test_vfio_bind_with_bind_nvswitches_env_binds_the_switches_too():
+    with host_tree() as host:
+        env = {"HOST_ROOT": str(host.root), "BIND_NVSWITCHES": "true"}
+        result = runner.invoke(app, ["agent", "vfio-manager", "bind", "--all"], env=env)
+        assert result.exit_code == 0, result.output
+        assert set(drivers(host).values()) == {"vfio-pci"}
+
+
+def test_vfio_bind_failures_exit_1_and_name_every_failed_device():
+    with host_tree(iommu=False) as host:
+        result = runner.invoke(app, ["agent", "vfio-manager", "bind", "--all", "--host-root", str(host.root)])
+        assert result.exit_code == 1
+        assert "bind failed for 8 of 8 devices" in result.stderr
+        assert all(b in result.stderr for b in host.gpus())
+
+
+def test_vfio_unbind_of_a_gpu_a_vm_holds_exits_1_naming_it_and_leaves_it_bound():
+    with host_tree() as host:
+        runner.invoke(app, ["agent", "vfio-manager", "bind", "--all", "--host-root", str(host.root)])
+        busy = host.gpus()[4]
+        host.gpu(busy).hold_busy()
+        result = runner.invoke(app, ["agent", "vfio-manager", "unbind", "--all", "--host-root", str(host.root)])
+        assert result.exit_code == 1 and f"{busy} (busy)" in result.stderr
+        assert host.device(busy).driver == "vfio-pci"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--device-id", "0000:zz:00.0"], "0000:zz:00.0"),
+        (["--device-id", "../../../etc/passwd"], "passwd"),
+        (["--all", "--device-id", "0000:18:00.0"], "exactly one of --all and --device-id"),
+        ([], "exactly one of --all and --device-id"),
+        (["--device-id", "0000:05:00.0"], "not a device the vfio-manager manages"),
+    ],
+)
+def test_vfio_bad_device_selection_exits_2_saying_what_is_accepted_and_changes_nothing(args, message):
+    with host_tree() as host:
+        before = drivers(host)
+        result = runner.invoke(app, ["agent", "vfio-manager", "bind", *args, "--host-root", str(host.root)])
+        assert result.exit_code == 2, result.output
+        assert message in result.stderr
+        assert drivers(host) == before
+
+
+@pytest.mark.parametrize(
+    "env,message",
+    [
+        ({"DEFAULT_CC_MODE": "On"}, "accepted values: on, off, devtools, ppcie"),
+        ({"DEFAULT_CC_MODE": "ppcie"}, "may not be ppcie"),
+        ({"NODE_NAME": ""}, "NODE_NAME"),
+        ({"GPU_ADMIN_TOOLS": "/nonexistent/nvidia_gpu_tools.py"}, "nvidia_gpu_tools.py"),
+        ({"HOST_ROOT": "/nonexistent-host"}, "--host-root"),
+    ],
+)
+def test_cc_manager_bad_configuration_exits_2_before_touching_anything(env, message):
+    base = {"NODE_NAME": NODE, "GPU_ADMIN_TOOLS": gpu_admin_tools.__file__, "HOST_ROOT": "/"}
+    result = runner.invoke(app, ["agent", "cc-manager", "--once"], env={**base, **env})
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+
+
+def test_cc_manager_once_switches_the_node_through_the_cli_and_logs_json_lines(tmp_path, monkeypatch):
+    with host_tree() as host, ApiServer() as api:
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+        sync = Client(config=load_kubeconfig(str(kubeconfig)))
+        sync.create(Node(metadata=ObjectMeta(name=NODE, labels={**DEPLOY_LABELS, labels.CC_MODE: "on"})))
+        ready = tmp_path / "run" / ".cc-manager-ctr-ready"
+        # the backend's tool runs inherit the environment: the emulator needs this checkout and the host tree
+        for key, value in ccgpu_env(**{gpu_admin_tools.HOST_ROOT_ENV: str(host.root)}).items():
+            monkeypatch.setenv(key, value)
+        env = {"NODE_NAME": NODE, "HOST_ROOT": str(host.root), "KUBECONFIG": str(kubeconfig),
+               "GPU_ADMIN_TOOLS": gpu_admin_tools.__file__, "CC_READINESS_FILE": str(ready),
+               "DEFAULT_CC_MODE": "off", "EVICT_OPERATOR_COMPONENTS": "false"}
+        result = runner.invoke(app, ["agent", "cc-manager", "--once"], env=env)
+        assert result.exit_code == 0, result.output
+        assert {host.gpu(b).query_cc().current for b in host.gpus()} == {"on"}
+        node_labels = sync.get(Node, NODE).metadata.labels
+        assert node_labels[labels.CC_MODE_STATE] == "on"
+        assert node_labels[labels.deploy_label("vfio-manager")] == "true"  # never paused: eviction off
+        assert ready.exists()
+        lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+        assert lines and {ln["component"] for ln in lines} == {"cc-manager"}
+        assert any("applied" in ln["msg"] and ln["node"] == NODE for ln in lines)
