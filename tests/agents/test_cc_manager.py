@@ -54,14 +54,14 @@ async def test_ppcie_round_trip_turns_cc_off_first_and_ppcie_off_first_on_the_wa
         assert_converged(await n.labels(), await n.annotations(), "ppcie")
         assert (await n.labels())[labels.CC_READY_STATE] == "true"
         assert set(n.ppcie_modes().values()) == {"on"} and set(n.cc_modes().values()) == {"off"}
-        sets = [c[0] for c in backend.calls if c[0].startswith("set_")]
-        assert sets == ["set_cc"] * 8 + ["set_ppcie"] * 12  # CC off before PPCIe on
+        applied = [c[0] for c in backend.calls if c[0].startswith("apply_")]
+        assert applied == ["apply_cc"] * 8 + ["apply_ppcie"] * 12  # CC off before PPCIe on
         backend.calls.clear()
         await n.set_label(labels.CC_MODE, "on")
         assert (await ccm.reconcile()).error is None
         assert set(n.ppcie_modes().values()) == {"off"} and set(n.cc_modes().values()) == {"on"}
-        sets = [c[0] for c in backend.calls if c[0].startswith("set_")]
-        assert sets == ["set_ppcie"] * 12 + ["set_cc"] * 8  # PPCIe off before CC on
+        applied = [c[0] for c in backend.calls if c[0].startswith("apply_")]
+        assert applied == ["apply_ppcie"] * 12 + ["apply_cc"] * 8  # PPCIe off before CC on
 
 
 async def test_reset_failure_on_one_gpu_fails_the_switch_others_verified_labels_restored():
@@ -121,7 +121,7 @@ async def test_operand_pods_on_the_node_are_waited_for_before_any_gpu_is_reset()
 
         await eventually(paused)
         assert labels.CC_SWITCH_INTENT in await n.annotations()
-        assert not task.done() and not [c for c in backend.calls if c[0] in ("set_cc", "reset")]
+        assert not task.done() and not [c for c in backend.calls if c[0] in ("apply_cc", "reset")]
         for pod in pods:
             await n.delete_pod(pod)
         result = await asyncio.wait_for(task, 10)
@@ -144,10 +144,9 @@ CRASH_POINTS = {
     "after-intent-and-pause-written": ("node", "patch", 1, True),
     "while-waiting-for-operand-pods": ("node", "pods", 1, False),
     "after-phase-applying-written": ("node", "patch", 2, True),
-    "midway-through-staging-modes": ("backend", "set_cc", 5, False),
-    "after-staging-before-any-reset": ("backend", "reset", 1, False),
-    "midway-through-parallel-resets": ("backend", "reset", 4, False),
-    "after-resets-before-verify": ("backend", "query_cc_all", 2, False),
+    "before-any-gpu-is-switched": ("backend", "apply_cc", 1, False),
+    "midway-through-the-parallel-switches": ("backend", "apply_cc", 5, False),
+    "after-the-last-gpu-switched": ("backend", "apply_cc", 8, True),
     "before-restore-patch": ("node", "patch", 3, False),
     "after-restore-before-event": ("node", "patch", 3, True),
 }
@@ -175,7 +174,7 @@ async def test_crash_between_protocol_steps_then_restart_ends_converged(point):
         assert_converged(await n.labels(), await n.annotations(), "on")
 
 
-@pytest.mark.parametrize("method,nth", [("set_ppcie", 6), ("reset", 14), ("query_ppcie_all", 2)])
+@pytest.mark.parametrize("method,nth", [("apply_cc", 3), ("apply_ppcie", 6), ("apply_ppcie", 12)])
 async def test_crash_during_a_switch_into_ppcie_then_restart_ends_converged(method, nth):
     async with sim_node(extra_labels={labels.CC_MODE: "on"}) as n:
         await n.cc_manager(backend=InProcessBackend(n.host)).reconcile()

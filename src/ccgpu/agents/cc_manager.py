@@ -4,7 +4,7 @@ The switch protocol (issue: Node agents I) is crash-safe because every step is r
   1. one merge patch writes the intent annotation (target, the deploy labels it is about to pause, start time)
      together with the paused deploy labels, so the pause never happens without its undo information;
   2. wait, with a deadline, for the paused operands' pods on this node to be gone;
-  3. stage modes and reset the affected GPUs in parallel (PPCIe off first where needed), then verify each;
+  3. stage modes and reset the affected GPUs in parallel (PPCIe off first where needed), verifying each;
   4. one merge patch restores the labels, removes the annotation and sets cc.mode.state / cc.ready.state.
 A restart finds the annotation and resumes from step 1 (each step is idempotent: pausing paused labels is a
 no-op, the plan only touches devices not yet in the target mode), so it always ends with correct GPU modes,
@@ -26,7 +26,7 @@ from ccgpu import labels
 from ccgpu.agents import cc_switch
 from ccgpu.agents.cc_switch import Device, Intent
 from ccgpu.hw import pci
-from ccgpu.hw.ccmode import CCBackend, CCBackendError, reset_all
+from ccgpu.hw.ccmode import CCBackend, CCBackendError
 from ccgpu.hw.pci import BDF
 from ccgpu.hw.platform import read_platform
 from ccgpu.hw.sysfs import Sysfs
@@ -204,34 +204,23 @@ class CCManager:
         return SwitchResult(state, error, duration)
 
     async def _run_step(self, step: cc_switch.Step) -> None:
+        """Apply one step to all its devices concurrently (stage, reset, query each); every device's failure or
+        wrong mode is collected, so the error names each GPU that did not make it."""
         bdfs = [BDF.parse(b) for b in step.bdfs]
-        if step.action == "set-cc":
-            await _gather_all(self.backend.set_cc(b, step.mode) for b in bdfs)
-        elif step.action == "set-ppcie":
-            await _gather_all(self.backend.set_ppcie(b, step.mode) for b in bdfs)
-        elif step.action == "reset":
-            outcome = await reset_all(self.backend, bdfs)
-            failed = {b: e for b, e in outcome.items() if e is not None}
-            problems = [f"reset of GPU {b} failed: {e}" for b, e in failed.items()]
-            reset_ok = [b for b in bdfs if b not in failed]
-            checks = [(step.mode, self.backend.query_cc_all, self.backend.query_cc, "CC"),
-                      (step.verify_ppcie, self.backend.query_ppcie_all, self.backend.query_ppcie, "PPCIe")]
-            for expected, ask_all, ask_one, what in checks:
-                if expected is None or not reset_ok:
-                    continue
-                modes = await ask_all()
-                for b in reset_ok:
-                    try:
-                        got = await _known_or(modes, str(b), ask_one)
-                    except CCBackendError as e:
-                        problems.append(f"verifying {b} after reset failed: {e}")
-                        continue
-                    if got != expected:
-                        problems.append(f"{b} reports {what} mode {got} after reset, expected {expected}")
-            if problems:
-                raise CCBackendError(None, "; ".join(problems))
-        else:  # pragma: no cover - plan_switch only makes the three above
-            raise ValueError(f"unknown step {step.action}")
+        apply, what = (
+            (self.backend.apply_cc, "CC") if step.action == "apply-cc" else (self.backend.apply_ppcie, "PPCIe")
+        )
+        results = await asyncio.gather(*(apply(b, step.mode) for b in bdfs), return_exceptions=True)
+        problems = []
+        for bdf, res in zip(bdfs, results, strict=True):
+            if isinstance(res, BaseException) and not isinstance(res, Exception):
+                raise res
+            if isinstance(res, Exception):
+                problems.append(f"GPU {bdf}: switching {what} mode to {step.mode} failed: {res}")
+            elif res != step.mode:
+                problems.append(f"GPU {bdf} reports {what} mode {res} after reset, expected {step.mode}")
+        if problems:
+            raise CCBackendError(None, "; ".join(problems))
 
     # --- helpers ---------------------------------------------------------------------------------
     async def _operands_gone(self) -> bool:

@@ -150,8 +150,12 @@ class InProcessBackend:
     this costs nothing. Tests of the production backend use the emulator CLI above instead."""
 
     def __init__(self, host) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         self.host = host
         self.calls: list[tuple[str, str]] = []
+        # one thread per concurrent reset (asyncio's default pool has cpu+4 threads: 8 GPUs would queue)
+        self._resetters = ThreadPoolExecutor(max_workers=64, thread_name_prefix="sim-gpu-reset")
 
     def _dev(self, bdf, what: str):
         from ccgpu.hw.ccmode import CCBackendError
@@ -194,14 +198,29 @@ class InProcessBackend:
         self.calls.append(("set_ppcie", str(bdf)))
         self._dev(bdf, "PPCIe").set_pending_ppcie(mode)
 
+    async def apply_cc(self, bdf, mode: str) -> str:
+        self.calls.append(("apply_cc", str(bdf)))
+        self._dev(bdf, "CC").set_pending_cc(mode)
+        await self._reset(bdf)
+        return self._dev(bdf, "CC").query_cc().current
+
+    async def apply_ppcie(self, bdf, mode: str) -> str:
+        self.calls.append(("apply_ppcie", str(bdf)))
+        self._dev(bdf, "PPCIe").set_pending_ppcie(mode)
+        await self._reset(bdf)
+        return self._dev(bdf, "PPCIe").query_cc().ppcie_current
+
     async def reset(self, bdf) -> None:
+        self.calls.append(("reset", str(bdf)))
+        await self._reset(bdf)
+
+    async def _reset(self, bdf) -> None:
         import asyncio
 
         from ccgpu.hw.ccmode import CCBackendError
 
-        self.calls.append(("reset", str(bdf)))
         dev = self.host.gpu(str(bdf))
         try:
-            await asyncio.to_thread(dev.reset)
+            await asyncio.get_running_loop().run_in_executor(self._resetters, dev.reset)
         except OSError as e:
             raise CCBackendError(bdf, f"reset failed: {e}") from None
