@@ -179,16 +179,19 @@ class InProcessBackend:
         return self._dev(bdf, "PPCIe").query_cc().ppcie_current
 
     async def query_cc_all(self) -> dict:
+        """Every present CC-capable GPU, from one snapshot of the host state (as one tool run would)."""
         from ccgpu.hw.pci import BDF
 
-        return {BDF.parse(b): await self.query_cc(b) for b in self.host.gpus()
-                if self.host.gpu(b).query_cc().cc_capable}
+        self.calls.append(("query_cc_all", ""))
+        devs = self.host.state().devices.values()
+        return {BDF.parse(d.bdf): d.cc_current for d in devs if d.present and d.kind == "gpu" and d.cc_capable}
 
     async def query_ppcie_all(self) -> dict:
         from ccgpu.hw.pci import BDF
 
-        return {BDF.parse(b): await self.query_ppcie(b) for b in [*self.host.gpus(), *self.host.nvswitches()]
-                if self.host.gpu(b).query_cc().ppcie_capable}
+        self.calls.append(("query_ppcie_all", ""))
+        devs = self.host.state().devices.values()
+        return {BDF.parse(d.bdf): d.ppcie_current for d in devs if d.present and d.ppcie_capable}
 
     async def set_cc(self, bdf, mode: str) -> None:
         self.calls.append(("set_cc", str(bdf)))
