@@ -10,6 +10,7 @@ import pytest
 from lightkube.core.exceptions import ApiError
 
 from ccgpu import labels
+from ccgpu.hw.ccmode import CC_MODE_INVALID
 from ccgpu.labels import CC_SWITCH_INTENT
 from ccgpu.sim.gpu_admin_tools import InProcessBackend
 from tests.agents.simnode import DEPLOY_LABELS, CrashAt, Killed, eventually, sim_node
@@ -23,6 +24,8 @@ def assert_converged(labels_now: dict[str, str], annotations: dict[str, str], st
 
 
 async def test_mode_switches_off_on_devtools_off_through_the_gpu_admin_tools_cli():
+    """Also labels nvidia.com/cc.capable itself, so nobody labels nodes by hand (the Early Access guide's
+    workaround, gpu-operator.md §5a)."""
     async with sim_node() as n:
         ccm = n.cc_manager(default_mode="off")
         assert await ccm.reconcile() is None  # already off: nothing to do but label
@@ -219,7 +222,8 @@ async def test_cancelled_while_waiting_for_pods_then_restarted_resumes_the_recor
         assert_converged(await n.labels(), await n.annotations(), "devtools")
 
 
-async def test_run_watches_its_node_reacts_to_label_changes_and_survives_a_410():
+async def test_run_watches_its_node_reacts_to_label_changes_and_survives_a_410(caplog):
+    caplog.set_level("INFO", logger="ccgpu.agents.cc_manager")
     async with sim_node() as n:
         stop = asyncio.Event()
         ready = asyncio.Event()
@@ -237,5 +241,40 @@ async def test_run_watches_its_node_reacts_to_label_changes_and_survives_a_410()
         await n.set_label(labels.CC_MODE, "devtools")
         await eventually(lambda: state_is("devtools"))
         assert set(n.cc_modes().values()) == {"devtools"}
+        assert "expired (410); re-listing" in caplog.text
         stop.set()
         await asyncio.wait_for(task, 5)
+
+
+async def test_run_retries_failed_watches_and_still_reacts_afterwards():
+    """k8s-cc-manager's reconnect path calls time.sleep without importing time (NameError: operands.md §2
+    defects), so its first watch error kills it; here errors are retried until MAX_WATCH_FAILURES in a row."""
+    async with sim_node() as n:
+        stop = asyncio.Event()
+        ready = asyncio.Event()
+        ccm = n.cc_manager(default_mode="off", backend=InProcessBackend(n.host))
+        task = asyncio.create_task(ccm.run(stop, on_ready=ready.set))
+        await asyncio.wait_for(ready.wait(), 10)
+        n.api.faults.fail("watch", "nodes", count=3, code=500)
+        n.api.drop_watches()
+        await n.set_label(labels.CC_MODE, "on")
+
+        async def switched():
+            return (await n.labels()).get(labels.CC_MODE_STATE) == "on"
+
+        await eventually(switched)
+        assert n.api.faults.injected >= 3 and not task.done()
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_a_gpu_left_in_the_invalid_state_by_an_interrupted_switch_is_fixed_by_setting_the_mode():
+    """gpu-admin-tools#7: after an interrupted switch a GPU reports invalid-devtools-only-fix-by-setting-cc-mode;
+    only setting a mode fixes it, so it is planned like any GPU not in the target mode."""
+    async with sim_node(extra_labels={labels.CC_MODE: "on"}) as n:
+        stuck = n.host.gpus()[2]
+        with n.host.change() as state:
+            state.devices[stuck].cc_current = CC_MODE_INVALID
+            state.devices[stuck].cc_pending = CC_MODE_INVALID
+        result = await n.cc_manager(backend=InProcessBackend(n.host)).reconcile()
+        assert result.error is None and set(n.cc_modes().values()) == {"on"}
