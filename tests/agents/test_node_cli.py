@@ -131,3 +131,48 @@ def test_cc_manager_once_switches_the_node_through_the_cli_and_logs_json_lines(t
         lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
         assert lines and {ln["component"] for ln in lines} == {"cc-manager"}
         assert any("applied" in ln["msg"] and ln["node"] == NODE for ln in lines)
+
+
+def test_vfio_manager_without_subcommand_runs_like_the_daemonset_and_keeps_gpus_bound_on_sigterm():
+    """The DaemonSet runs `ccgpu agent vfio-manager` with only env vars; SIGTERM (pod stop) must not unbind
+    (the upstream rollout bug: operands.md §8, k8s-driver-manager#146)."""
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import ccgpu_command
+
+    with host_tree() as host:
+        ready = host.root / labels.VALIDATIONS_DIR / labels.READY_VFIO_PCI
+        proc = subprocess.Popen(  # noqa: S603 - fixed argv: this interpreter running this checkout's CLI
+            ccgpu_command("agent", "vfio-manager"), env=ccgpu_env(HOST_ROOT=str(host.root), NODE_NAME=""),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert ready.exists(), proc.stderr.read() if proc.poll() is not None else "no vfio-pci-ready in 30s"
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, err
+        assert all(host.device(b).driver == "vfio-pci" for b in host.gpus())
+        assert not ready.exists()
+        assert any('"component":"vfio-manager"' in line for line in err.splitlines())
+
+
+def test_cc_manager_once_with_an_invalid_label_exits_1_naming_the_valid_values_and_touches_no_gpu(tmp_path):
+    with host_tree() as host, ApiServer() as api:
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+        sync = Client(config=load_kubeconfig(str(kubeconfig)))
+        sync.create(Node(metadata=ObjectMeta(name=NODE, labels={**DEPLOY_LABELS, labels.CC_MODE: "enabled"})))
+        env = {"NODE_NAME": NODE, "HOST_ROOT": str(host.root), "KUBECONFIG": str(kubeconfig),
+               "GPU_ADMIN_TOOLS": gpu_admin_tools.__file__, "CC_READINESS_FILE": str(tmp_path / "ready")}
+        result = runner.invoke(app, ["agent", "cc-manager", "--once"], env=env)
+        assert result.exit_code == 1
+        assert "'enabled' is not valid; accepted values: on, off, devtools, ppcie" in result.stderr
+        assert all(host.gpu(b).resets == 0 for b in host.gpus())
+        assert sync.get(Node, NODE).metadata.labels[labels.CC_MODE_STATE] == "failed"
