@@ -78,6 +78,9 @@ async def bench(reset_ms: int, gpus: int) -> dict:
         t0 = time.perf_counter()
         await backend.reset(one)
         one_reset_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        await backend.query_cc(one)
+        tool_start_s = time.perf_counter() - t0  # a tool run that does no reset: what each process adds
 
         async with ApiServer() as api:
             client = make_async_client(api.kubeconfig_dict())
@@ -115,6 +118,7 @@ async def bench(reset_ms: int, gpus: int) -> dict:
             "gpus": gpus,
             "emulated_reset_ms": reset_ms,
             "one_reset_s": round(one_reset_s, 3),
+            "one_tool_run_without_reset_s": round(tool_start_s, 3),
             "parallel_switch_s": round(parallel_s, 3),
             "sequential_switch_s": round(sequential_s, 3),
             "parallel_switch_in_process_backend_s": round(in_process_s, 3),

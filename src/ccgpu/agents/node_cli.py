@@ -13,7 +13,6 @@ import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import typer
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
@@ -344,7 +343,3 @@ def run_validator(
 
     _run(main)
 
-
-def default_gpu_admin_tools() -> str:
-    """Where the image ships NVIDIA's tool (as NVIDIA's cc-manager image does)."""
-    return str(Path("/app/gpu-admin-tools/nvidia_gpu_tools.py"))
