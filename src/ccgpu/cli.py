@@ -24,11 +24,63 @@ app.add_typer(attest_app, name="attest")
 verify_app = typer.Typer(help="Verify SNP or GPU evidence offline and print its claims as JSON.", no_args_is_help=True)
 attest_app.add_typer(verify_app, name="verify")
 
+containerd_config_app = typer.Typer(
+    help="Add or remove the containerd runtimes for the Kata runtime classes (drop-in + imports entry).",
+    no_args_is_help=True,
+)
+agent_app.add_typer(containerd_config_app, name="containerd-config")
+
 
 @app.command()
 def version() -> None:
     """Print the ccgpu version."""
     typer.echo(__version__)
+
+
+@app.command()
+def manifests(
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", "-n", help="Namespace to install into (default: ccgpu).")
+    ] = None,
+    values: Annotated[
+        Path | None, typer.Option("--values", "-f", help="YAML file overriding the default values.")
+    ] = None,
+) -> None:
+    """Print the install manifests: CRD, RBAC, operator Deployment, default ClusterPolicy."""
+    from ccgpu.operator.manifests import ValuesError, load_values, render_yaml
+    from ccgpu.operator.policy import PolicyError
+
+    try:
+        typer.echo(render_yaml(load_values(values, namespace)), nl=False)
+    except (ValuesError, PolicyError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command("operator")
+def operator_cmd(
+    namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the operand DaemonSets.")] = "ccgpu",
+    image: Annotated[str, typer.Option(help="The ccgpu image the sandbox operands run.")] = "ccgpu:" + __version__,
+    nvidia_repository: Annotated[str, typer.Option(help="Registry path of NVIDIA's operand images.")] = "",
+    metrics_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port for /metrics and /healthz (0: off).")
+    ] = 8080,
+    kubeconfig: Annotated[
+        Path | None, typer.Option(help="kubeconfig file (default: in-cluster, then ~/.kube/config).")
+    ] = None,
+    standalone: Annotated[bool, typer.Option(help="Skip leader election (one replica only).")] = False,
+) -> None:
+    """Run the cluster operator (ClusterPolicy controller)."""
+    from ccgpu.operator.controller import ConfigError, OperatorConfig, run_until_signalled
+
+    try:
+        cfg = OperatorConfig(namespace=namespace, image=image, nvidia_repository=nvidia_repository,
+                             metrics_port=metrics_port, kubeconfig=kubeconfig, standalone=standalone)
+        cfg.check()
+    except ConfigError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    run_until_signalled(cfg)
 
 
 _HOST_ROOT = typer.Option("/", "--host-root", help="The host's root: / on the node, the host mount in a pod.")
@@ -245,6 +297,36 @@ def agent_validator(
 
 
 @app.command()
+def simulate(
+    profile: Annotated[str, typer.Option("--profile", "-p", help="Simulated host profile (ccgpu sim host --list-profiles).")] = "8xh100-snp",
+    json_output: Annotated[bool, typer.Option("--json", help="Print the doctor report as JSON.")] = False,
+) -> None:
+    """Build a simulated confidential GPU node and preflight it (the full cluster-in-a-box lands with issue 7)."""
+    import json
+    import tempfile
+
+    from rich.console import Console
+
+    from ccgpu.hw import doctor as doc
+    from ccgpu.hw.doctor_output import render_table, report_json
+    from ccgpu.sim import host as simhost
+    from ccgpu.sim.profiles import ProfileError
+
+    with tempfile.TemporaryDirectory(prefix="ccgpu-simulate-") as tmp:
+        try:
+            simhost.SimulatedHost.create(f"{tmp}/host", profile, gpu_driver="vfio-pci")
+        except (ProfileError, simhost.SimHostError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        report = doc.diagnose(f"{tmp}/host", doc.Workload.VM_PASSTHROUGH)
+    if json_output:
+        typer.echo(json.dumps(report_json(report), indent=2))
+    else:
+        render_table(report, Console())
+    raise typer.Exit(0 if report.ready else 1)
+
+
+@app.command()
 def doctor(
     root: Annotated[
         str, typer.Option("--root", help="Host root to inspect: / on the node, a host mount, a capture.")
@@ -291,6 +373,9 @@ def sim_host(
     iommu: Annotated[
         bool | None, typer.Option("--iommu/--no-iommu", help="Override the profile's IOMMU setting.")
     ] = None,
+    cc_mode: Annotated[
+        str, typer.Option("--cc-mode", help="Mode the GPUs booted in: off, on, devtools or ppcie.")
+    ] = "off",
 ) -> None:
     """Build a simulated host tree (sysfs, /dev/vfio, /proc) from a profile, for tests and scripts."""
     from ccgpu.sim import host as simhost
@@ -310,6 +395,9 @@ def sim_host(
         overrides["gpu_driver"] = None if gpu_driver == "none" else gpu_driver
     if iommu is not None:
         overrides["iommu"] = iommu
+    if cc_mode not in ("off", "on", "devtools", "ppcie"):
+        raise typer.BadParameter(f"{cc_mode!r}; accepted: off, on, devtools, ppcie", param_hint="--cc-mode")
+    overrides["ppcie_mode" if cc_mode == "ppcie" else "cc_mode"] = "on" if cc_mode == "ppcie" else cc_mode
     try:
         built = simhost.SimulatedHost.create(directory, profile, **overrides)
     except (ProfileError, simhost.SimHostError) as e:
@@ -349,6 +437,147 @@ def attest_verify_gpu(
     raise typer.Exit(verify_cli.run(verify_cli.verify_gpu_files, evidence=evidence, certs=certs, root=root, nonce=nonce))
 
 
+def _guest_attesters(attester: str, sim_guest: Path | None, with_gpus: bool, init_data=None) -> tuple:
+    """The guest's CPU attester and GPU attesters: production (`snp`: SEV-SNP + NVML) or simulated (`sim`)."""
+    if attester == "sim":
+        from ccgpu.attest.appraisal import init_data_digest
+        from ccgpu.sim.guest import load_or_create_guest
+
+        if sim_guest is None:
+            raise typer.BadParameter("--attester sim needs --sim-guest DIR (the simulated guest's identity)")
+        guest = load_or_create_guest(sim_guest)
+        if init_data is not None:  # the simulated host launched this guest with that init-data
+            guest.cpu.host_data = init_data_digest(init_data)
+        return guest.cpu, [guest.gpu] if with_gpus else []
+    if attester == "snp":
+        from ccgpu.attest.attester import NvmlGpuAttester, SnpAttester
+
+        return SnpAttester(), [NvmlGpuAttester()] if with_gpus else []
+    raise typer.BadParameter(f"--attester {attester!r}; accepted: snp, sim")
+
+
+_SIM_GUEST_HELP = "Simulated guest identity directory (made on first use); the KBS then trusts that guest."
+_KBS_CERT_HELP = "For an https KBS: its certificate or CA (PEM) to trust instead of the system's CAs."
+_INIT_DATA_HELP = "Init-data TOML this guest was launched with (its digest is the report's HOST_DATA)."
+
+
+def _init_data(path: Path | None):
+    from ccgpu.attest.protocol import InitData
+
+    return InitData(format="toml", body=path.read_text()) if path is not None else None
+
+
+@attest_app.command("kbs")
+def attest_kbs(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Resources, policies, reference values, signer.")],
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8080,
+    host: Annotated[str, typer.Option("--host", help="Listen address.")] = "127.0.0.1",
+    admin_token_file: Annotated[
+        Path | None, typer.Option("--admin-token-file", help="Admin bearer token (else $CCGPU_KBS_ADMIN_TOKEN).")
+    ] = None,
+    session_timeout: Annotated[int, typer.Option("--session-timeout", help="Session lifetime, seconds.")] = 300,
+    snp_chain: Annotated[Path | None, typer.Option("--snp-chain", help="ASK/ARK PEM to trust; default AMD's.")] = None,
+    gpu_root: Annotated[Path | None, typer.Option("--gpu-root", help="GPU device root PEM; default NVIDIA's.")] = None,
+    sim_guest: Annotated[Path | None, typer.Option("--sim-guest", help=_SIM_GUEST_HELP)] = None,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="Serve HTTPS: certificate chain PEM.")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Serve HTTPS: private key PEM.")] = None,
+) -> None:
+    """Run the Key Broker Service (Trustee KBS protocol 0.4.0) until SIGINT/SIGTERM."""
+    import asyncio
+
+    from ccgpu.attest import kbs_cli
+    from ccgpu.attest.verifiers import default_verifiers
+
+    try:
+        token = kbs_cli.load_admin_token(admin_token_file)
+    except kbs_cli.CommandError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    reference: dict = {}
+    if sim_guest is not None:
+        from ccgpu.sim.guest import kbs_trust
+
+        verifiers, reference = kbs_trust(sim_guest)
+    else:
+        verifiers = default_verifiers(
+            snp_chain_pem=snp_chain.read_bytes() if snp_chain else None,
+            gpu_root_pem=gpu_root.read_bytes() if gpu_root else None,
+        )
+    server = kbs_cli.build_server(data_dir, token, verifiers, session_timeout_s=session_timeout,
+                                  reference_values=reference)
+    try:
+        asyncio.run(kbs_cli.serve_until_stopped(server, host, port, tls_cert=tls_cert, tls_key=tls_key))
+    except (kbs_cli.CommandError, OSError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+@attest_app.command("get-resource")
+def attest_get_resource(
+    uri: Annotated[str, typer.Argument(help="kbs:///<repository>/<type>/<tag>")],
+    kbs_url: Annotated[str, typer.Option("--kbs-url", help="KBS base URL, e.g. http://kbs:8080.")],
+    attester: Annotated[str, typer.Option("--attester", help="snp (SEV-SNP + NVML GPUs) or sim.")] = "snp",
+    sim_guest: Annotated[Path | None, typer.Option("--sim-guest", help=_SIM_GUEST_HELP)] = None,
+    no_gpu: Annotated[bool, typer.Option("--no-gpu", help="Attest the CPU only.")] = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the secret here (0600).")] = None,
+    kbs_cert: Annotated[Path | None, typer.Option("--kbs-cert", help=_KBS_CERT_HELP)] = None,
+    init_data: Annotated[Path | None, typer.Option("--init-data", help=_INIT_DATA_HELP)] = None,
+) -> None:
+    """Attest to a KBS and fetch one resource (the secret goes to stdout or --output)."""
+    import asyncio
+    import sys
+
+    import aiohttp
+
+    from ccgpu.attest import kbs_cli
+    from ccgpu.attest.attester import AttesterError
+    from ccgpu.attest.client import KbsClientError
+    from ccgpu.attest.storage import atomic_write
+
+    initdata = _init_data(init_data)
+    cpu, gpus = _guest_attesters(attester, sim_guest, not no_gpu, initdata)
+    try:
+        secret = asyncio.run(kbs_cli.fetch_resource(kbs_url, uri, cpu, gpus, kbs_cert=kbs_cert, init_data=initdata))
+    except (KbsClientError, AttesterError, aiohttp.ClientError, TimeoutError, ValueError, OSError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    if output is not None:
+        atomic_write(output, secret, mode=0o600)
+    else:
+        sys.stdout.buffer.write(secret)
+        sys.stdout.flush()
+
+
+@attest_app.command("ready-gate")
+def attest_ready_gate(
+    kbs_url: Annotated[str, typer.Option("--kbs-url", help="KBS base URL, e.g. http://kbs:8080.")],
+    attester: Annotated[str, typer.Option("--attester", help="snp (SEV-SNP + NVML GPUs) or sim.")] = "snp",
+    sim_guest: Annotated[Path | None, typer.Option("--sim-guest", help=_SIM_GUEST_HELP)] = None,
+    state_file: Annotated[
+        Path | None, typer.Option("--state-file", help="Keep the ready state in this file instead of NVML.")
+    ] = None,
+    token_key: Annotated[
+        Path | None, typer.Option("--token-key", help="KBS token-signer JWK (token-signer.jwk.json) to pin.")
+    ] = None,
+    min_gpus: Annotated[int, typer.Option("--min-gpus", help="GPU submods the verdict must cover.")] = 1,
+    kbs_cert: Annotated[Path | None, typer.Option("--kbs-cert", help=_KBS_CERT_HELP)] = None,
+    init_data: Annotated[Path | None, typer.Option("--init-data", help=_INIT_DATA_HELP)] = None,
+) -> None:
+    """Set the GPUs' CC ready state only after the KBS affirmed CPU and GPU evidence; else leave them not-ready."""
+    import asyncio
+
+    from ccgpu.attest import kbs_cli
+    from ccgpu.attest.ready_gate import FileReadyState, NvmlReadyState
+
+    initdata = _init_data(init_data)
+    cpu, gpus = _guest_attesters(attester, sim_guest, True, initdata)
+    backend = FileReadyState(state_file) if state_file is not None else NvmlReadyState()
+    result = asyncio.run(kbs_cli.ready_gate(kbs_url, cpu, gpus, backend, token_key=token_key, min_gpus=min_gpus,
+                                            kbs_cert=kbs_cert, init_data=initdata))
+    typer.echo(("ready: " if result.ready else "not ready: ") + result.reason, err=not result.ready)
+    raise typer.Exit(0 if result.ready else 1)
+
+
 @sim_app.command("apiserver")
 def sim_apiserver(
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port on 127.0.0.1 (0: a free one).")] = 0,
@@ -360,6 +589,62 @@ def sim_apiserver(
     from ccgpu.sim.apiserver.standalone import run
 
     run(port, kubeconfig_out, seed, announce=lambda line: typer.echo(line, err=False))
+
+_HostRoot = Annotated[str, typer.Option("--host-root", help="The host's root (in a pod, the host mount).")]
+_MainConfig = Annotated[str, typer.Option("--main-config", help="containerd's main config (host path).")]
+_Dropin = Annotated[str, typer.Option("--dropin", help="ccgpu's drop-in file (host path).")]
+_Restart = Annotated[
+    str, typer.Option("--restart", help="How to restart containerd: auto (systemd if booted with it), systemd, signal, none.")
+]
+_Socket = Annotated[str, typer.Option("--containerd-socket", help="containerd's socket (host path), for --restart signal.")]
+_Unit = Annotated[str, typer.Option("--systemd-unit", help="containerd's unit, for --restart systemd.")]
+_Timeout = Annotated[float, typer.Option("--restart-timeout", help="Seconds to wait for containerd to come back.")]
+
+
+@containerd_config_app.command("apply")
+def containerd_config_apply(
+    host_root: _HostRoot = "/",
+    main_config: _MainConfig = "/etc/containerd/config.toml",
+    dropin: _Dropin = "/etc/containerd/conf.d/ccgpu-kata.toml",
+    runtime_class: Annotated[
+        list[str] | None,
+        typer.Option("--runtime-class", help="RuntimeClass handler to add (repeatable; default: all three)."),
+    ] = None,
+    kata_config_dir: Annotated[
+        str, typer.Option("--kata-config-dir", help="Where Kata's shim configs live (host path).")
+    ] = "/opt/kata/share/defaults/kata-containers",
+    containerd_version: Annotated[
+        str | None,
+        typer.Option("--containerd-version", help="The node's containerRuntimeVersion, e.g. containerd://1.7.2."),
+    ] = None,
+    restart: _Restart = "auto",
+    containerd_socket: _Socket = "/run/containerd/containerd.sock",
+    systemd_unit: _Unit = "containerd.service",
+    restart_timeout: _Timeout = 30.0,
+) -> None:
+    """Write the Kata runtimes drop-in, import it from the main config, restart containerd."""
+    from ccgpu.agents import containerd_cli
+
+    containerd_cli.run_apply(
+        host_root, main_config, dropin, runtime_class, kata_config_dir, containerd_version,
+        restart, containerd_socket, systemd_unit, restart_timeout,
+    )  # fmt: skip
+
+
+@containerd_config_app.command("cleanup")
+def containerd_config_cleanup(
+    host_root: _HostRoot = "/",
+    main_config: _MainConfig = "/etc/containerd/config.toml",
+    dropin: _Dropin = "/etc/containerd/conf.d/ccgpu-kata.toml",
+    restart: _Restart = "auto",
+    containerd_socket: _Socket = "/run/containerd/containerd.sock",
+    systemd_unit: _Unit = "containerd.service",
+    restart_timeout: _Timeout = 30.0,
+) -> None:
+    """Remove ccgpu's drop-in and restore the main config byte for byte, then restart containerd."""
+    from ccgpu.agents import containerd_cli
+
+    containerd_cli.run_cleanup(host_root, main_config, dropin, restart, containerd_socket, systemd_unit, restart_timeout)
 
 
 def main() -> None:  # pragma: no cover - console entry point

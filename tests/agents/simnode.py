@@ -56,6 +56,16 @@ def tool_backend(host: SimulatedHost) -> GpuAdminToolsBackend:
     return GpuAdminToolsBackend(gpu_admin_tools.__file__, env=env, timeout_s=60)
 
 
+def nvidia_drivers(host: SimulatedHost) -> dict[str, str | None]:
+    """Driver of every NVIDIA function (GPUs, NVSwitches, GPU audio functions) of a simulated host."""
+    return {b: host.device(b).driver for b in host.devices() if host.device(b).kind in ("gpu", "nvswitch", "audio")}
+
+
+def other_drivers(host: SimulatedHost) -> dict[str, str | None]:
+    """Driver of every other device (the NIC): the vfio-manager must never touch these."""
+    return {b: host.device(b).driver for b in host.devices() if host.device(b).kind not in ("gpu", "nvswitch", "audio")}
+
+
 class SimNode:
     """One node: API simulator + Node object + simulated host. Makes fresh agents (as after a restart)."""
 

@@ -16,14 +16,10 @@ from ccgpu.cli import app
 from ccgpu.kube.client import load_kubeconfig
 from ccgpu.sim import gpu_admin_tools
 from ccgpu.sim.apiserver import ApiServer
-from tests.agents.simnode import DEPLOY_LABELS, NODE, host_tree
+from tests.agents.simnode import DEPLOY_LABELS, NODE, host_tree, nvidia_drivers
 from tests.conftest import ccgpu_env
 
 runner = CliRunner()
-
-
-def drivers(host) -> dict[str, str | None]:
-    return {b: host.device(b).driver for b in host.devices()}
 
 
 def test_help_lists_every_agent_command_with_a_one_line_help():
@@ -44,7 +40,7 @@ def test_vfio_bind_all_then_unbind_all_through_the_cli_with_host_root_from_env()
         result = runner.invoke(app, ["agent", "vfio-manager", "unbind", "-a", "--unbind-nvswitches",
                                      "--host-root", str(host.root)])
         assert result.exit_code == 0, result.output
-        assert set(drivers(host).values()) == {None}
+        assert set(nvidia_drivers(host).values()) == {None}
 
 
 def test_vfio_bind_with_bind_nvswitches_env_binds_the_switches_too():
@@ -52,7 +48,7 @@ def test_vfio_bind_with_bind_nvswitches_env_binds_the_switches_too():
         env = {"HOST_ROOT": str(host.root), "BIND_NVSWITCHES": "true"}
         result = runner.invoke(app, ["agent", "vfio-manager", "bind", "--all"], env=env)
         assert result.exit_code == 0, result.output
-        assert set(drivers(host).values()) == {"vfio-pci"}
+        assert set(nvidia_drivers(host).values()) == {"vfio-pci"}
 
 
 def test_vfio_bind_failures_exit_1_and_name_every_failed_device():
@@ -85,11 +81,11 @@ def test_vfio_unbind_of_a_gpu_a_vm_holds_exits_1_naming_it_and_leaves_it_bound()
 )
 def test_vfio_bad_device_selection_exits_2_saying_what_is_accepted_and_changes_nothing(args, message):
     with host_tree() as host:
-        before = drivers(host)
+        before = nvidia_drivers(host)
         result = runner.invoke(app, ["agent", "vfio-manager", "bind", *args, "--host-root", str(host.root)])
         assert result.exit_code == 2, result.output
         assert message in result.stderr
-        assert drivers(host) == before
+        assert nvidia_drivers(host) == before
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from ccgpu import labels
 from ccgpu.agents import vfio_manager
 from ccgpu.agents.vfio_manager import JOURNAL, VfioManager
 from ccgpu.hw.sysfs import Sysfs
-from tests.agents.simnode import Killed, eventually, host_tree, sim_node
+from tests.agents.simnode import Killed, eventually, host_tree, nvidia_drivers, other_drivers, sim_node
 
 READY = f"{labels.VALIDATIONS_DIR}/{labels.READY_VFIO_PCI}"
 
@@ -29,12 +29,10 @@ class FaultyFs(Sysfs):
         self.inner.write(rel, value)
 
 
-def drivers(host) -> dict[str, str | None]:
-    return {b: host.device(b).driver for b in host.devices()}
-
-
 def test_bind_all_then_unbind_all_gpus_on_hgx_h100_leaves_nvswitches_unless_asked():
     with host_tree() as host:
+        nic = other_drivers(host)
+        assert nic == {"0000:c1:00.0": "mlx5_core"}
         mgr = VfioManager(host.sysfs)
         report = mgr.bind(mgr.devices())
         assert report.ok and [o.action for o in report.outcomes] == ["bound"] * 8
@@ -48,9 +46,10 @@ def test_bind_all_then_unbind_all_gpus_on_hgx_h100_leaves_nvswitches_unless_aske
         assert sorted(o.action for o in report.outcomes) == ["already-bound"] * 8 + ["bound"] * 4
         report = with_switches.unbind(with_switches.devices())
         assert report.ok and {o.action for o in report.outcomes} == {"unbound"}
-        assert set(drivers(host).values()) == {None}
+        assert set(nvidia_drivers(host).values()) == {None}
         assert all(host.sysfs.read(f"sys/bus/pci/devices/{b}/driver_override").strip() == "(null)"
-                   for b in host.devices())
+                   for b in nvidia_drivers(host))
+        assert other_drivers(host) == nic  # the NIC is never touched
 
 
 def test_already_bound_devices_are_left_alone_without_a_single_write():
@@ -73,14 +72,14 @@ def test_grace_hopper_gets_the_most_specific_vfio_variant_driver_from_modules_al
 def test_a_vga_gpus_audio_function_is_bound_and_unbound_with_it():
     """gpu-operator#1328: a VFIO group is usable only when every function in it is on a vfio driver."""
     with host_tree("1xh100-pcie-snp") as host:
-        gpu, audio = host.devices()
+        (gpu,), (audio,) = host.gpus(), host.devices("audio")
         mgr = VfioManager(host.sysfs)
         (outcome,) = mgr.bind(mgr.devices()).outcomes
         assert outcome.aux == (audio,)
-        assert drivers(host) == {gpu: "vfio-pci", audio: "vfio-pci"}
+        assert nvidia_drivers(host) == {gpu: "vfio-pci", audio: "vfio-pci"}
         assert host.sysfs.exists(f"dev/vfio/{host.device(gpu).iommu_group}")
         mgr.unbind(mgr.devices())
-        assert drivers(host) == {gpu: None, audio: None}
+        assert nvidia_drivers(host) == {gpu: None, audio: None}
 
 
 @pytest.mark.parametrize("profile,cdev", [("8xh100-snp", False), ("8xh100-snp-iommufd", True)])
@@ -139,7 +138,7 @@ def test_a_crash_after_unbind_and_before_bind_is_finished_by_the_next_start():
 def test_a_crash_midway_through_unbind_is_finished_by_the_next_start():
     with host_tree("1xh100-pcie-snp") as host:
         VfioManager(host.sysfs).bind(VfioManager(host.sysfs).devices())
-        gpu, audio = host.devices()
+        (gpu,), (audio,) = host.gpus(), host.devices("audio")
 
         def die(rel, value):
             if rel.endswith("vfio-pci/unbind") and value == audio:
@@ -148,18 +147,18 @@ def test_a_crash_midway_through_unbind_is_finished_by_the_next_start():
         with pytest.raises(Killed):
             crashing = VfioManager(FaultyFs(host.sysfs, die))
             crashing.unbind(crashing.devices())
-        assert drivers(host) == {gpu: None, audio: "vfio-pci"}
+        assert nvidia_drivers(host) == {gpu: None, audio: "vfio-pci"}
         VfioManager(host.sysfs).resume()
-        assert drivers(host) == {gpu: None, audio: None} and not host.sysfs.exists(JOURNAL)
+        assert nvidia_drivers(host) == {gpu: None, audio: None} and not host.sysfs.exists(JOURNAL)
 
 
 @pytest.mark.parametrize("text", ["{not json", '{"op": "bind", "devices": ["../../etc"]}', '{"op": "rm"}'])
 def test_a_garbled_journal_is_removed_and_changes_nothing(text, caplog):
     with host_tree() as host:
         host.sysfs.write_file(JOURNAL, text)
-        before = drivers(host)
+        before = nvidia_drivers(host)
         assert VfioManager(host.sysfs).resume() is None
-        assert drivers(host) == before and not host.sysfs.exists(JOURNAL)
+        assert nvidia_drivers(host) == before and not host.sysfs.exists(JOURNAL)
         assert "not a valid intent record" in caplog.text
 
 

@@ -1,0 +1,1 @@
+"""The cluster operator: ClusterPolicy → node labels, operand DaemonSets, NodeFeatureRules, RuntimeClasses."""
