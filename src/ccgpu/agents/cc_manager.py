@@ -114,6 +114,7 @@ class CCManager:
         self.metrics = metrics or CCManagerMetrics()
         self.switches = 0
         self._last_refusal: str | None = None
+        self._warned: set[str] = set()
 
     # --- one level-triggered pass ------------------------------------------------------------------
     async def reconcile(self) -> SwitchResult | None:
@@ -128,8 +129,10 @@ class CCManager:
             view.labels.get(labels.CC_MODE), self.config.default_mode, host_tee=tee, devices=devices
         )
         for warning in decision.warnings:
-            await self.node.event("Warning", "CCModeDefaultForcedOff", warning)
-            log.warning("%s", warning)
+            if warning not in self._warned:  # once per agent run, not at every resync
+                self._warned.add(warning)
+                await self.node.event("Warning", "CCModeDefaultForcedOff", warning)
+                log.warning("%s", warning)
         if decision.error is not None:
             return await self._refuse(view, intent, decision.error)
         self._last_refusal = None
