@@ -172,3 +172,21 @@ def test_cc_manager_once_with_an_invalid_label_exits_1_naming_the_valid_values_a
         assert "'enabled' is not valid; accepted values: on, off, devtools, ppcie" in result.stderr
         assert all(host.gpu(b).resets == 0 for b in host.gpus())
         assert sync.get(Node, NODE).metadata.labels[labels.CC_MODE_STATE] == "failed"
+
+
+def test_validator_once_serves_metrics_and_prints_which_files_it_wrote(tmp_path):
+    import socket
+    import urllib.request
+
+    with host_tree() as host, socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        result = runner.invoke(app, ["agent", "validator", "--once", "--default-workload", "vm-passthrough",
+                                     "--metrics-port", str(port)], env={"HOST_ROOT": str(host.root), "NODE_NAME": ""})
+        assert result.exit_code == 0, result.output
+        assert "workload-type: written" in result.stdout and "vfio-pci-ready: absent" in result.stdout
+        assert "not ready: 0000:18:00.0 is on nvidia, not a vfio driver" in result.stdout
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()  # noqa: S310
+        assert 'ccgpu_validation_ready{file="workload-type"} 1.0' in body
+        assert 'ccgpu_validation_ready{file="vfio-pci-ready"} 0.0' in body

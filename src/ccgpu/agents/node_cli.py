@@ -77,7 +77,10 @@ def setup_logging(component: str, node: str | None, debug: bool = False) -> None
 def serve_metrics(port: int, registry: CollectorRegistry) -> None:
     """Serve /metrics on `port` (0: no server)."""
     if port:
-        start_http_server(port, registry=registry)
+        try:
+            start_http_server(port, registry=registry)
+        except OSError as e:
+            fail(f"--metrics-port {port}: cannot listen ({e.strerror or e}); pick a free port, or 0 for none")
         log.info("metrics on :%d/metrics", port)
 
 
