@@ -190,3 +190,49 @@ def test_validator_once_serves_metrics_and_prints_which_files_it_wrote(tmp_path)
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()  # noqa: S310
         assert 'ccgpu_validation_ready{file="workload-type"} 1.0' in body
         assert 'ccgpu_validation_ready{file="vfio-pci-ready"} 0.0' in body
+
+
+def test_cc_manager_killed_mid_switch_then_restarted_finishes_the_switch(tmp_path):
+    """SIGKILL while the switch waits for an operand pod: the intent and the paused labels stay on the node;
+    the restarted agent resumes, and ends with every GPU on, the labels restored and no intent."""
+    import signal
+    import subprocess
+    import time
+
+    from lightkube.models.core_v1 import Container, PodSpec
+    from lightkube.resources.core_v1 import Pod
+
+    from tests.conftest import ccgpu_command
+
+    with host_tree() as host, ApiServer() as api:
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+        sync = Client(config=load_kubeconfig(str(kubeconfig)))
+        sync.create(Node(metadata=ObjectMeta(name=NODE, labels={**DEPLOY_LABELS, labels.CC_MODE: "on"})))
+        sync.create(Pod(metadata=ObjectMeta(name="vfio-x", namespace="default", labels={"app": "nvidia-vfio-manager"}),
+                        spec=PodSpec(nodeName=NODE, containers=[Container(name="a", image="ccgpu")])))
+        env = ccgpu_env(NODE_NAME=NODE, HOST_ROOT=str(host.root), KUBECONFIG=str(kubeconfig),
+                        GPU_ADMIN_TOOLS=gpu_admin_tools.__file__, CC_READINESS_FILE=str(tmp_path / "ready"),
+                        **{gpu_admin_tools.HOST_ROOT_ENV: str(host.root)})
+        agent = subprocess.Popen(ccgpu_command("agent", "cc-manager"), env=env,  # noqa: S603 - fixed argv
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            while labels.CC_SWITCH_INTENT not in (sync.get(Node, NODE).metadata.annotations or {}):
+                assert agent.poll() is None and time.monotonic() < deadline, "no intent recorded within 30s"
+                time.sleep(0.05)
+        finally:
+            agent.send_signal(signal.SIGKILL)
+            agent.communicate(timeout=10)
+        node = sync.get(Node, NODE)
+        assert node.metadata.labels[labels.deploy_label("vfio-manager")] == labels.PAUSED_FOR_CC
+        assert all(host.gpu(b).resets == 0 for b in host.gpus())
+
+        sync.delete(Pod, "vfio-x", namespace="default")
+        result = subprocess.run(ccgpu_command("agent", "cc-manager", "--once"), env=env,  # noqa: S603
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        node = sync.get(Node, NODE)
+        assert labels.CC_SWITCH_INTENT not in (node.metadata.annotations or {})
+        assert all(node.metadata.labels.get(k) == v for k, v in DEPLOY_LABELS.items())
+        assert node.metadata.labels[labels.CC_MODE_STATE] == "on"
+        assert {host.gpu(b).query_cc().current for b in host.gpus()} == {"on"}
