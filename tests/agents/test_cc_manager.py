@@ -280,3 +280,12 @@ async def test_a_gpu_left_in_the_invalid_state_by_an_interrupted_switch_is_fixed
             state.devices[stuck].cc_pending = CC_MODE_INVALID
         result = await n.cc_manager(backend=InProcessBackend(n.host)).reconcile()
         assert result.error is None and set(n.cc_modes().values()) == {"on"}
+
+
+async def test_a_forbidden_pod_list_fails_the_switch_naming_the_rbac_it_needs_and_touches_no_gpu():
+    async with sim_node(extra_labels={labels.CC_MODE: "on"}) as n:
+        n.api.faults.fail("list", "pods", code=403)
+        result = await n.cc_manager(backend=InProcessBackend(n.host)).reconcile()
+        assert result.state == "failed" and "pods list (all namespaces)" in result.error
+        assert all(n.host.gpu(b).resets == 0 for b in n.host.gpus())
+        assert_converged(await n.labels(), await n.annotations(), "failed")

@@ -180,7 +180,12 @@ class CCManager:
             # (3) stage, reset in parallel, verify (steps were planned from the GPUs' state just read)
             for step in steps:
                 await self._run_step(step)
-        except (CCBackendError, ApiError, OSError) as e:
+        except ApiError as e:
+            error = str(e)
+            if e.status.code == 403:
+                error += ("; cc-manager's ServiceAccount needs: nodes get/list/watch/patch, pods list (all namespaces), "
+                          "events create")
+        except (CCBackendError, OSError) as e:
             error = str(e)
         # (4) restore labels, clear intent, set state: one patch
         view = await self.node.get()
