@@ -163,10 +163,10 @@ _METRICS_PORT = typer.Option(0, "--metrics-port", envvar="METRICS_PORT", help="S
 
 
 def _sysfs_for(root: str):
-    """A simulated host tree gets the simulator's kernel semantics; any other root is the real host."""
-    from ccgpu.sim.host import sysfs_for
+    """The host's Sysfs; a simulated tree gets the simulator's kernel semantics only with CCGPU_SIMULATED_HOST=1."""
+    from ccgpu.hw.sysfs import open_host
 
-    return sysfs_for(root)
+    return open_host(root)
 
 
 @agent_app.command("cc-manager")

@@ -13,11 +13,18 @@ from typer.testing import CliRunner
 
 from ccgpu import labels
 from ccgpu.cli import app
+from ccgpu.hw.sysfs import SIMULATED_HOST_ENV
 from ccgpu.kube.client import load_kubeconfig
 from ccgpu.sim import gpu_admin_tools
 from ccgpu.sim.apiserver import ApiServer
 from tests.agents.simnode import DEPLOY_LABELS, NODE, host_tree, nvidia_drivers
 from tests.conftest import ccgpu_env
+
+
+@pytest.fixture(autouse=True)
+def simulated_host_key(monkeypatch):
+    """The agents treat a host tree as simulated only with this key (hw.sysfs.open_host), as the cluster sets it."""
+    monkeypatch.setenv(SIMULATED_HOST_ENV, "1")
 
 runner = CliRunner()
 
