@@ -159,6 +159,150 @@ def agent_device_plugin(
     )
 
 
+_HOST_ROOT_ENV = typer.Option(
+    "/", "--host-root", envvar=["HOST_ROOT", "CCGPU_HOST_ROOT"],
+    help="The host's root: / on the node, the host mount in a pod. Env: HOST_ROOT.",
+)
+_KUBECONFIG = typer.Option(
+    None, "--kubeconfig", envvar="KUBECONFIG", help="Kubeconfig file; default: in-cluster service account."
+)
+_METRICS_PORT = typer.Option(0, "--metrics-port", envvar="METRICS_PORT", help="Serve Prometheus /metrics (0: off).")
+
+
+def _sysfs_for(root: str):
+    """The host's Sysfs; a simulated tree gets the simulator's kernel semantics only with CCGPU_SIMULATED_HOST=1."""
+    from ccgpu.hw.sysfs import open_host
+
+    return open_host(root)
+
+
+@agent_app.command("cc-manager")
+def agent_cc_manager(
+    node_name: str | None = typer.Option(None, "--node-name", envvar="NODE_NAME", help="This node (required)."),
+    default_cc_mode: str = typer.Option(
+        "on", "--default-cc-mode", "-m", envvar="DEFAULT_CC_MODE",
+        help="Mode when the node has no nvidia.com/cc.mode label: on, off or devtools.",
+    ),
+    host_root: str = _HOST_ROOT_ENV,
+    evict: bool = typer.Option(
+        True, "--evict-operator-components/--no-evict-operator-components", envvar="EVICT_OPERATOR_COMPONENTS",
+        help="Pause the sandbox operands (and wait for their pods to leave) while switching.",
+    ),
+    gpu_admin_tools: str = typer.Option(
+        "/app/gpu-admin-tools/nvidia_gpu_tools.py", "--gpu-admin-tools", envvar="GPU_ADMIN_TOOLS",
+        help="Path of NVIDIA's nvidia_gpu_tools.py.",
+    ),
+    kubeconfig: str | None = _KUBECONFIG,
+    metrics_port: int = _METRICS_PORT,
+    readiness_file: str = typer.Option(
+        "/run/nvidia/validations/.cc-manager-ctr-ready", "--readiness-file", envvar="CC_READINESS_FILE",
+        help="Touched after the first pass, removed at exit.",
+    ),
+    pause_timeout: float = typer.Option(300.0, "--pause-timeout", help="Seconds to wait for paused operand pods."),
+    once: bool = typer.Option(False, "--once", help="One pass, then exit (1 if the switch failed)."),
+    debug: bool = typer.Option(False, "--debug", help="Debug logging."),
+) -> None:
+    """Make the node's GPUs' CC mode match nvidia.com/cc.mode (or DEFAULT_CC_MODE), pausing operands meanwhile."""
+    from ccgpu.agents import node_cli
+
+    node_cli.run_cc_manager(
+        node_name=node_name, default_cc_mode=default_cc_mode, host_root=host_root, evict=evict,
+        gpu_admin_tools=gpu_admin_tools, kubeconfig=kubeconfig, metrics_port=metrics_port,
+        readiness_file=readiness_file, pause_timeout=pause_timeout, once=once, debug=debug, sysfs_for=_sysfs_for,
+    )
+
+
+vfio_app = typer.Typer(
+    help="Bind the node's NVIDIA GPUs (and NVSwitches) to vfio drivers; with no subcommand: run.",
+    invoke_without_command=True,
+)
+agent_app.add_typer(vfio_app, name="vfio-manager")
+_ALL = typer.Option(False, "--all", "-a", help="Every NVIDIA GPU (and NVSwitch, if asked).")
+_DEVICE = typer.Option(None, "--device-id", "-d", "--device", help="One device by PCI address, e.g. 0000:3a:00.0.")
+
+
+@vfio_app.callback()
+def agent_vfio_manager(ctx: typer.Context) -> None:
+    """Bind the node's NVIDIA GPUs (and NVSwitches) to vfio drivers; with no subcommand: run."""
+    if ctx.invoked_subcommand is None:
+        from ccgpu.agents import node_cli
+
+        node_cli.run_vfio_manager_from_env(sysfs_for=_sysfs_for)
+
+
+@vfio_app.command("bind")
+def agent_vfio_bind(
+    all_devices: bool = _ALL,
+    device: str | None = _DEVICE,
+    host_root: str = _HOST_ROOT_ENV,
+    bind_nvswitches: bool = typer.Option(False, "--bind-nvswitches", envvar="BIND_NVSWITCHES", help="NVSwitches too."),
+) -> None:
+    """Bind GPUs to their vfio driver (most specific modules.alias match); exit 1 naming any that failed."""
+    from ccgpu.agents import node_cli
+
+    node_cli.vfio_bind_or_unbind("bind", all_devices=all_devices, device=device, host_root=host_root,
+                                 nvswitches=bind_nvswitches, sysfs_for=_sysfs_for)
+
+
+@vfio_app.command("unbind")
+def agent_vfio_unbind(
+    all_devices: bool = _ALL,
+    device: str | None = _DEVICE,
+    host_root: str = _HOST_ROOT_ENV,
+    unbind_nvswitches: bool = typer.Option(
+        False, "--unbind-nvswitches", envvar="BIND_NVSWITCHES", help="NVSwitches too."
+    ),
+) -> None:
+    """Unbind GPUs from vfio, never one whose VFIO group a VM holds open; exit 1 naming any left bound."""
+    from ccgpu.agents import node_cli
+
+    node_cli.vfio_bind_or_unbind("unbind", all_devices=all_devices, device=device, host_root=host_root,
+                                 nvswitches=unbind_nvswitches, sysfs_for=_sysfs_for)
+
+
+@vfio_app.command("run")
+def agent_vfio_run(
+    host_root: str = _HOST_ROOT_ENV,
+    bind_nvswitches: bool = typer.Option(False, "--bind-nvswitches", envvar="BIND_NVSWITCHES", help="NVSwitches too."),
+    node_name: str | None = typer.Option(
+        None, "--node-name", envvar="NODE_NAME", help="This node: unbind on stop only if it left vm-passthrough."
+    ),
+    kubeconfig: str | None = _KUBECONFIG,
+    interval: float = typer.Option(2.0, "--interval", help="Seconds between passes that bind new devices."),
+    metrics_port: int = _METRICS_PORT,
+) -> None:
+    """Bind all, write vfio-pci-ready while all are bound, bind GPUs that appear; stay up until stopped."""
+    from ccgpu.agents import node_cli
+
+    node_cli.run_vfio_manager(host_root=host_root, nvswitches=bind_nvswitches, node_name=node_name,
+                              kubeconfig=kubeconfig, interval=interval, metrics_port=metrics_port,
+                              sysfs_for=_sysfs_for)
+
+
+@agent_app.command("validator")
+def agent_validator(
+    host_root: str = _HOST_ROOT_ENV,
+    node_name: str | None = typer.Option(
+        None, "--node-name", envvar="NODE_NAME", help="This node (for the workload and CC checks)."
+    ),
+    kubeconfig: str | None = _KUBECONFIG,
+    default_workload: str = typer.Option(
+        "container", "--default-workload", envvar="DEFAULT_GPU_WORKLOAD_CONFIG",
+        help="Workload when the node has no nvidia.com/gpu.workload.config label.",
+    ),
+    check_cc: bool = typer.Option(True, "--check-cc/--no-check-cc", help="Also gate cc-manager-ready."),
+    interval: float = typer.Option(2.0, "--interval", help="Seconds between checks."),
+    metrics_port: int = _METRICS_PORT,
+    once: bool = typer.Option(False, "--once", help="Check once, print the files' state, exit."),
+) -> None:
+    """Write the readiness files (workload-type, vfio-pci-ready, cc-manager-ready) only while their checks hold."""
+    from ccgpu.agents import node_cli
+
+    node_cli.run_validator(host_root=host_root, node_name=node_name, kubeconfig=kubeconfig,
+                           default_workload=default_workload, check_cc=check_cc, interval=interval,
+                           metrics_port=metrics_port, once=once, sysfs_for=_sysfs_for)
+
+
 @app.command()
 def simulate(
     profile: Annotated[str, typer.Option("--profile", "-p", help="Simulated host profile (ccgpu sim host --list-profiles).")] = "8xh100-snp",

@@ -53,16 +53,22 @@ def test_every_component_has_its_own_service_account():
     assert len(sas) == len(OPERANDS) + 1
 
 
-def test_agents_may_only_read_and_patch_nodes_and_only_their_own_node():
+def test_agents_may_only_read_and_patch_nodes_post_events_and_only_their_own_node():
     docs = render(load_values())
     agent_role = next(d for d in _by_kind(docs, "ClusterRole") if d["metadata"]["name"] == "ccgpu-agent")
-    assert agent_role["rules"] == [{"apiGroups": [""], "resources": ["nodes"],
-                                    "verbs": ["get", "list", "watch", "patch"]}]
+    assert agent_role["rules"] == [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "patch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    ]
+    pods_role = next(d for d in _by_kind(docs, "ClusterRole") if d["metadata"]["name"] == "ccgpu-cc-manager-pods")
+    assert pods_role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]
     agent_sas = {f"ccgpu-{d.operand.value}" for d in OPERANDS}
     for binding in _by_kind(docs, "ClusterRoleBinding") + _by_kind(docs, "RoleBinding"):
         names = {s["name"] for s in binding["subjects"]}
         if names & agent_sas:
-            assert binding["roleRef"]["name"] == "ccgpu-agent"
+            assert binding["roleRef"]["name"] in ("ccgpu-agent", "ccgpu-cc-manager-pods")
+            if binding["roleRef"]["name"] == "ccgpu-cc-manager-pods":
+                assert names == {"ccgpu-cc-manager"}
     [vap] = _by_kind(docs, "ValidatingAdmissionPolicy")
     exprs = " ".join(v["expression"] for v in vap["spec"]["validations"])
     assert "authentication.kubernetes.io/node-name" in exprs and "object.metadata.name" in exprs
