@@ -31,6 +31,7 @@ from .tables import to_table
 from .verbs import APPLY, Verbs
 
 log = logging.getLogger(__name__)
+CLIENT_CLOSED_REQUEST = 499  # metrics code for a request whose client left before the answer (nginx's convention)
 
 K8S_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-ccgpu-sim", "gitCommit": "ccgpu-sim",
                "gitTreeState": "clean", "buildDate": "2026-11-26T00:00:00Z", "goVersion": "go1.23.0",
@@ -122,6 +123,10 @@ class ApiApp:
         except ApiError as e:
             code = e.code
             return _json(e.status(), e.code)
+        except ConnectionError:  # the client left mid-response: normal, nothing to report or answer
+            log.debug("client left during %s %s", request.method, request.path_qs)
+            code = CLIENT_CLOSED_REQUEST
+            return web.Response(status=CLIENT_CLOSED_REQUEST)
         except Exception as e:  # never let a bug take the server down; answer as the real one would
             log.exception("internal error serving %s %s", request.method, request.path_qs)
             code = 500
@@ -378,7 +383,8 @@ class ApiApp:
             if bookmarks and deadline is not None:
                 await resp.write(self._bookmark(rt, last_rv).encode())
             return resp
-        except ConnectionResetError:  # the client went away: its stream simply ends
+        except ConnectionError:  # the watcher left (reset, broken pipe, closing transport): its stream just ends
+            log.debug("watcher of %s left: %s", resource, request.path_qs)
             return resp
         finally:
             self.store.unsubscribe(watcher)
