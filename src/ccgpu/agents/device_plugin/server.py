@@ -103,6 +103,7 @@ class ResourceServer(pb_grpc.DevicePluginServicer):
         self._kubelet_inode: int | None = None  # kubelet.sock's inode when registered; None: not registered
         self._registering: asyncio.Task[bool] | None = None
         self._retry = RegistrationBackoff()
+        self._said_absent = False  # logged that kubelet.sock is missing (once per absence)
         self.registrations = 0
 
     # --- state ------------------------------------------------------------------------------------
@@ -243,7 +244,13 @@ class ResourceServer(pb_grpc.DevicePluginServicer):
                     "kubelet at %s not answering; still serving %s, next registration attempt in %.2f s",
                     self.plugin_dir / KUBELET_SOCKET, self.resource, self._retry.delay_s,
                 )
-        if self._kubelet_inode is None and self._retry.due(_inode(self.plugin_dir / KUBELET_SOCKET)):
+        if self._kubelet_inode is not None:
+            return
+        kubelet_inode = _inode(self.plugin_dir / KUBELET_SOCKET)
+        if kubelet_inode is None and not self._said_absent:
+            log.info("no %s yet; serving %s and registering once the kubelet is back", KUBELET_SOCKET, self.resource)
+        self._said_absent = kubelet_inode is None
+        if self._retry.due(kubelet_inode):
             self._registering = asyncio.get_running_loop().create_task(self.register())
 
     async def _stop_server(self) -> None:
