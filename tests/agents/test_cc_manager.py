@@ -289,3 +289,28 @@ async def test_a_forbidden_pod_list_fails_the_switch_naming_the_rbac_it_needs_an
         assert result.state == "failed" and "pods list (all namespaces)" in result.error
         assert all(n.host.gpu(b).resets == 0 for b in n.host.gpus())
         assert_converged(await n.labels(), await n.annotations(), "failed")
+
+
+async def test_a_gpu_held_by_a_running_vm_is_never_reset_the_switch_fails_naming_it_then_resumes_when_free():
+    """gpu-operator#1187 / the GA troubleshooting 'mode stuck because a user pod holds the GPU': ccgpu never
+    resets a GPU whose VFIO group a VM holds open; it waits, then fails clearly, and a later pass succeeds."""
+    from ccgpu.agents.vfio_manager import VfioManager
+
+    async with sim_node() as n:
+        fs = n.host.sysfs
+        vfio = VfioManager(fs)
+        assert vfio.bind(vfio.devices()).ok
+        busy = n.host.gpus()[2]
+        pid = n.host.gpu(busy).hold_busy()
+        ccm = n.cc_manager(default_mode="off", pause_timeout_s=0.3)
+        await ccm.reconcile()
+        await n.set_label(labels.CC_MODE, "on")
+        result = await ccm.reconcile()
+        assert result.state == "failed"
+        assert f"GPU {busy} is in use" in result.error and str(pid) in result.error
+        assert_converged(await n.labels(), await n.annotations(), "failed")
+        assert all(n.host.gpu(b).resets == 0 for b in n.host.gpus()), "no GPU may be reset while one is held"
+        assert set(n.cc_modes().values()) == {"off"}
+        n.host.gpu(busy).release_busy()
+        result = await ccm.reconcile()
+        assert result.error is None and set(n.cc_modes().values()) == {"on"}

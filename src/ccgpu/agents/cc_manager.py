@@ -66,6 +66,21 @@ def host_devices(fs: Sysfs) -> list[Device]:
     return found
 
 
+def host_devices_in_use(fs: Sysfs) -> dict[str, list[int]]:
+    """GPUs and NVSwitches whose VFIO group or cdev a process holds open (a running VM), with the pids."""
+    from ccgpu.agents.vfio_manager import holders, open_vfio_nodes
+
+    held = open_vfio_nodes(fs)
+    if not held:
+        return {}
+    in_use = {}
+    for dev in [*pci.nvidia_gpus(fs), *pci.nvidia_nvswitches(fs)]:
+        pids = holders(dev, held)
+        if pids:
+            in_use[str(dev.bdf)] = pids
+    return in_use
+
+
 def host_has_tee(fs: Sysfs) -> bool:
     """SEV-SNP or TDX enabled in the host kernel (kvm_amd sev_snp / kvm_intel tdx parameters)."""
     return read_platform(fs).tee is not None
@@ -105,8 +120,10 @@ class CCManager:
         host_tee: Callable[[], bool],
         config: CCManagerConfig | None = None,
         metrics: CCManagerMetrics | None = None,
+        in_use: Callable[[], dict[str, list[int]]] = dict,
     ) -> None:
         self.node = node
+        self.in_use = in_use
         self.backend = backend
         self.devices = devices
         self.host_tee = host_tee
@@ -175,6 +192,14 @@ class CCManager:
                     still = await self.node.pods(cc_switch.paused_app_names())
                     raise CCBackendError(None, f"operand pods still on the node after {self.config.pause_timeout_s:g}s: "
                                          + ", ".join(still))
+            # (2b) never reset a GPU out from under a running VM: wait for its VFIO group to close, then give up
+            touched = {b for step in steps for b in step.bdfs}
+            if not await wait_until(self._devices_free(touched), timeout_s=self.config.pause_timeout_s):
+                busy = {b: p for b, p in self.in_use().items() if b in touched}
+                raise CCBackendError(None, "; ".join(
+                    f"GPU {b} is in use: its VFIO device is held open by pid {', '.join(map(str, p))} (a running "
+                    f"VM); not resetting it" for b, p in sorted(busy.items())
+                ) + f" (waited {self.config.pause_timeout_s:g}s; stop the workload, then the switch resumes)")
             intent.phase = "applying"
             await self.node.patch(annotations={labels.CC_SWITCH_INTENT: intent.to_annotation()})
             # (3) stage, reset in parallel, verify (steps were planned from the GPUs' state just read)
@@ -231,6 +256,12 @@ class CCManager:
             raise CCBackendError(None, "; ".join(problems))
 
     # --- helpers ---------------------------------------------------------------------------------
+    def _devices_free(self, bdfs: set[str]):
+        async def free() -> bool:
+            return not (set(self.in_use()) & bdfs)
+
+        return free
+
     async def _operands_gone(self) -> bool:
         return not await self.node.pods(cc_switch.paused_app_names())
 
