@@ -88,7 +88,7 @@ class SimNode:
         return NodeHandle(self.client, NODE, component=component)
 
     def cc_manager(self, *, node=None, backend=None, default_mode: str = "on", pause_timeout_s: float = 10.0,
-                   evict: bool = True) -> CCManager:
+                   evict: bool = True, failed_retry_s: float = 30.0) -> CCManager:
         fs = self.host.sysfs
         return CCManager(
             node or self.handle(),
@@ -97,7 +97,7 @@ class SimNode:
             host_tee=lambda: host_has_tee(fs),
             in_use=lambda: host_devices_in_use(fs),
             config=CCManagerConfig(default_mode=default_mode, pause_timeout_s=pause_timeout_s,
-                                   evict_operands=evict, watch_retry_s=0.05),
+                                   evict_operands=evict, watch_retry_s=0.05, failed_retry_s=failed_retry_s),
         )
 
     async def labels(self) -> dict[str, str]:

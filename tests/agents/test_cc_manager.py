@@ -314,3 +314,27 @@ async def test_a_gpu_held_by_a_running_vm_is_never_reset_the_switch_fails_naming
         n.host.gpu(busy).release_busy()
         result = await ccm.reconcile()
         assert result.error is None and set(n.cc_modes().values()) == {"on"}
+
+
+async def test_run_retries_a_switch_that_failed_on_a_transient_api_error_until_it_succeeds():
+    """A switch that failed for a passing reason (here the pod list answered 500 once) is tried again with
+    backoff; only refusals of invalid requests wait for the label to change."""
+    async with sim_node() as n:
+        stop = asyncio.Event()
+        ready = asyncio.Event()
+        ccm = n.cc_manager(default_mode="off", backend=InProcessBackend(n.host), failed_retry_s=0.1)
+        task = asyncio.create_task(ccm.run(stop, on_ready=ready.set))
+        await asyncio.wait_for(ready.wait(), 10)
+
+        async def state_is(mode):
+            return (await n.labels()).get(labels.CC_MODE_STATE) == mode
+
+        n.api.faults.fail("list", "pods", code=500, count=1)
+        await n.set_label(labels.CC_MODE, "on")
+        await eventually(lambda: state_is("on"))
+        assert_converged(await n.labels(), await n.annotations(), "on")
+        (failed,) = await n.events("CCModeSwitchFailed")  # the first try failed, the retry succeeded
+        assert "500" in failed.message or "pods" in failed.message
+        assert set(n.cc_modes().values()) == {"on"}
+        stop.set()
+        await asyncio.wait_for(task, 5)

@@ -44,6 +44,10 @@ class CCManagerConfig:
     evict_operands: bool = True
     pause_timeout_s: float = 300.0
     watch_retry_s: float = 2.0
+    # A switch that failed for a reason that can pass (an API error, a GPU held by a VM, a reset that failed)
+    # is tried again after this delay, doubling up to the maximum; refusals of invalid requests are not.
+    failed_retry_s: float = 30.0
+    failed_retry_max_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -343,19 +347,48 @@ class CCManager:
         """Reconcile, call `on_ready`, then watch the node until `stop`: reconcile on every change of the CC
         label; resume the watch by resourceVersion; on 410 re-list (get + reconcile); give up after
         MAX_WATCH_FAILURES consecutive errors."""
-        await self.reconcile()
+        self._lock = asyncio.Lock()
+        await self._reconcile_once()
         if on_ready is not None:
             on_ready()
         watcher = asyncio.create_task(self._watch())
+        retrier = asyncio.create_task(self._retry_failed())
         stopper = asyncio.create_task(stop.wait())
         try:
-            done, _ = await asyncio.wait({watcher, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if watcher in done:
-                watcher.result()  # raises what ended it
+            done, _ = await asyncio.wait({watcher, retrier, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (watcher, retrier):
+                if task in done:
+                    task.result()  # raises what ended it
         finally:
-            for task in (watcher, stopper):
+            for task in (watcher, retrier, stopper):
                 task.cancel()
-            await asyncio.gather(watcher, stopper, return_exceptions=True)
+            await asyncio.gather(watcher, retrier, stopper, return_exceptions=True)
+
+    async def _reconcile_once(self) -> SwitchResult | None:
+        """One reconcile at a time: the watch and the retry timer never run two switches at once."""
+        async with self._lock:
+            result = await self.reconcile()
+            self._last_result = result
+            return result
+
+    async def _retry_failed(self) -> None:
+        """Try a failed switch again with exponential backoff, unless it failed because the request is invalid
+        (that only changes when the label does, and the watch reacts to that)."""
+        delay = self.config.failed_retry_s
+        while True:
+            await asyncio.sleep(delay)
+            last = getattr(self, "_last_result", None)
+            if last is None or last.state is not CCModeState.FAILED or self._last_refusal is not None:
+                delay = self.config.failed_retry_s
+                continue
+            log.info("retrying the failed CC mode switch (last error: %s)", last.error)
+            try:
+                result = await self._reconcile_once()
+            except Exception as e:  # the API may still be down: keep the backoff going
+                log.warning("retry of the CC mode switch failed: %s", e)
+                result = last
+            failed = result is not None and result.state is CCModeState.FAILED
+            delay = min(delay * 2, self.config.failed_retry_max_s) if failed else self.config.failed_retry_s
 
     async def _watch(self) -> None:
         view = await self.node.get()
@@ -364,7 +397,7 @@ class CCManager:
         while True:
             try:
                 if pending:  # a reconcile that an error interrupted
-                    await self.reconcile()
+                    await self._reconcile_once()
                     pending = False
                 async for _kind, view in self.node.watch(rv):
                     failures = 0
@@ -373,14 +406,14 @@ class CCManager:
                     if label != last_label:
                         last_label, pending = label, True
                         log.info("%s changed to %s", labels.CC_MODE, label)
-                        await self.reconcile()
+                        await self._reconcile_once()
                         pending = False
             except ApiError as e:
                 if e.status.code != 410:
                     failures = await self._watch_failed(failures, e)
                     continue
                 log.info("watch of node %s expired (410); re-listing", self.node.name)
-                await self.reconcile()
+                await self._reconcile_once()
                 view = await self.node.get()
                 rv, last_label = view.resource_version, view.labels.get(labels.CC_MODE)
             except Exception as e:  # connection errors (lightkube's HTTP client), bad responses: retried, counted
