@@ -15,7 +15,13 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event, Node, Pod
 
 from ccgpu import labels
-from ccgpu.agents.cc_manager import CCManager, CCManagerConfig, host_devices, host_has_tee
+from ccgpu.agents.cc_manager import (
+    CCManager,
+    CCManagerConfig,
+    host_devices,
+    host_devices_in_use,
+    host_has_tee,
+)
 from ccgpu.hw.ccmode import GpuAdminToolsBackend
 from ccgpu.kube.client import make_async_client
 from ccgpu.kube.nodes import NodeHandle
@@ -82,15 +88,16 @@ class SimNode:
         return NodeHandle(self.client, NODE, component=component)
 
     def cc_manager(self, *, node=None, backend=None, default_mode: str = "on", pause_timeout_s: float = 10.0,
-                   evict: bool = True) -> CCManager:
+                   evict: bool = True, failed_retry_s: float = 30.0) -> CCManager:
         fs = self.host.sysfs
         return CCManager(
             node or self.handle(),
             backend or tool_backend(self.host),
             devices=lambda: host_devices(fs),
             host_tee=lambda: host_has_tee(fs),
+            in_use=lambda: host_devices_in_use(fs),
             config=CCManagerConfig(default_mode=default_mode, pause_timeout_s=pause_timeout_s,
-                                   evict_operands=evict, watch_retry_s=0.05),
+                                   evict_operands=evict, watch_retry_s=0.05, failed_retry_s=failed_retry_s),
         )
 
     async def labels(self) -> dict[str, str]:

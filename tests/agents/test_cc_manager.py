@@ -289,3 +289,52 @@ async def test_a_forbidden_pod_list_fails_the_switch_naming_the_rbac_it_needs_an
         assert result.state == "failed" and "pods list (all namespaces)" in result.error
         assert all(n.host.gpu(b).resets == 0 for b in n.host.gpus())
         assert_converged(await n.labels(), await n.annotations(), "failed")
+
+
+async def test_a_gpu_held_by_a_running_vm_is_never_reset_the_switch_fails_naming_it_then_resumes_when_free():
+    """gpu-operator#1187 / the GA troubleshooting 'mode stuck because a user pod holds the GPU': ccgpu never
+    resets a GPU whose VFIO group a VM holds open; it waits, then fails clearly, and a later pass succeeds."""
+    from ccgpu.agents.vfio_manager import VfioManager
+
+    async with sim_node() as n:
+        fs = n.host.sysfs
+        vfio = VfioManager(fs)
+        assert vfio.bind(vfio.devices()).ok
+        busy = n.host.gpus()[2]
+        pid = n.host.gpu(busy).hold_busy()
+        ccm = n.cc_manager(default_mode="off", pause_timeout_s=0.3)
+        await ccm.reconcile()
+        await n.set_label(labels.CC_MODE, "on")
+        result = await ccm.reconcile()
+        assert result.state == "failed"
+        assert f"GPU {busy} is in use" in result.error and str(pid) in result.error
+        assert_converged(await n.labels(), await n.annotations(), "failed")
+        assert all(n.host.gpu(b).resets == 0 for b in n.host.gpus()), "no GPU may be reset while one is held"
+        assert set(n.cc_modes().values()) == {"off"}
+        n.host.gpu(busy).release_busy()
+        result = await ccm.reconcile()
+        assert result.error is None and set(n.cc_modes().values()) == {"on"}
+
+
+async def test_run_retries_a_switch_that_failed_on_a_transient_api_error_until_it_succeeds():
+    """A switch that failed for a passing reason (here the pod list answered 500 once) is tried again with
+    backoff; only refusals of invalid requests wait for the label to change."""
+    async with sim_node() as n:
+        stop = asyncio.Event()
+        ready = asyncio.Event()
+        ccm = n.cc_manager(default_mode="off", backend=InProcessBackend(n.host), failed_retry_s=0.1)
+        task = asyncio.create_task(ccm.run(stop, on_ready=ready.set))
+        await asyncio.wait_for(ready.wait(), 10)
+
+        async def state_is(mode):
+            return (await n.labels()).get(labels.CC_MODE_STATE) == mode
+
+        n.api.faults.fail("list", "pods", code=500, count=1)
+        await n.set_label(labels.CC_MODE, "on")
+        await eventually(lambda: state_is("on"))
+        assert_converged(await n.labels(), await n.annotations(), "on")
+        (failed,) = await n.events("CCModeSwitchFailed")  # the first try failed, the retry succeeded
+        assert "500" in failed.message or "pods" in failed.message
+        assert set(n.cc_modes().values()) == {"on"}
+        stop.set()
+        await asyncio.wait_for(task, 5)

@@ -44,6 +44,10 @@ class CCManagerConfig:
     evict_operands: bool = True
     pause_timeout_s: float = 300.0
     watch_retry_s: float = 2.0
+    # A switch that failed for a reason that can pass (an API error, a GPU held by a VM, a reset that failed)
+    # is tried again after this delay, doubling up to the maximum; refusals of invalid requests are not.
+    failed_retry_s: float = 30.0
+    failed_retry_max_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,21 @@ def host_devices(fs: Sysfs) -> list[Device]:
         assert model is not None  # nvidia_gpus/nvidia_nvswitches return only GPUs and NVSwitches
         found.append(Device(str(dev.bdf), model.short_name, dev.is_nvswitch, model.cc_capable, model.ppcie_capable))
     return found
+
+
+def host_devices_in_use(fs: Sysfs) -> dict[str, list[int]]:
+    """GPUs and NVSwitches whose VFIO group or cdev a process holds open (a running VM), with the pids."""
+    from ccgpu.agents.vfio_manager import holders, open_vfio_nodes
+
+    held = open_vfio_nodes(fs)
+    if not held:
+        return {}
+    in_use = {}
+    for dev in [*pci.nvidia_gpus(fs), *pci.nvidia_nvswitches(fs)]:
+        pids = holders(dev, held)
+        if pids:
+            in_use[str(dev.bdf)] = pids
+    return in_use
 
 
 def host_has_tee(fs: Sysfs) -> bool:
@@ -105,8 +124,10 @@ class CCManager:
         host_tee: Callable[[], bool],
         config: CCManagerConfig | None = None,
         metrics: CCManagerMetrics | None = None,
+        in_use: Callable[[], dict[str, list[int]]] = dict,
     ) -> None:
         self.node = node
+        self.in_use = in_use
         self.backend = backend
         self.devices = devices
         self.host_tee = host_tee
@@ -175,6 +196,14 @@ class CCManager:
                     still = await self.node.pods(cc_switch.paused_app_names())
                     raise CCBackendError(None, f"operand pods still on the node after {self.config.pause_timeout_s:g}s: "
                                          + ", ".join(still))
+            # (2b) never reset a GPU out from under a running VM: wait for its VFIO group to close, then give up
+            touched = {b for step in steps for b in step.bdfs}
+            if not await wait_until(self._devices_free(touched), timeout_s=self.config.pause_timeout_s):
+                busy = {b: p for b, p in self.in_use().items() if b in touched}
+                raise CCBackendError(None, "; ".join(
+                    f"GPU {b} is in use: its VFIO device is held open by pid {', '.join(map(str, p))} (a running "
+                    f"VM); not resetting it" for b, p in sorted(busy.items())
+                ) + f" (waited {self.config.pause_timeout_s:g}s; stop the workload, then the switch resumes)")
             intent.phase = "applying"
             await self.node.patch(annotations={labels.CC_SWITCH_INTENT: intent.to_annotation()})
             # (3) stage, reset in parallel, verify (steps were planned from the GPUs' state just read)
@@ -231,6 +260,12 @@ class CCManager:
             raise CCBackendError(None, "; ".join(problems))
 
     # --- helpers ---------------------------------------------------------------------------------
+    def _devices_free(self, bdfs: set[str]):
+        async def free() -> bool:
+            return not (set(self.in_use()) & bdfs)
+
+        return free
+
     async def _operands_gone(self) -> bool:
         return not await self.node.pods(cc_switch.paused_app_names())
 
@@ -312,19 +347,48 @@ class CCManager:
         """Reconcile, call `on_ready`, then watch the node until `stop`: reconcile on every change of the CC
         label; resume the watch by resourceVersion; on 410 re-list (get + reconcile); give up after
         MAX_WATCH_FAILURES consecutive errors."""
-        await self.reconcile()
+        self._lock = asyncio.Lock()
+        await self._reconcile_once()
         if on_ready is not None:
             on_ready()
         watcher = asyncio.create_task(self._watch())
+        retrier = asyncio.create_task(self._retry_failed())
         stopper = asyncio.create_task(stop.wait())
         try:
-            done, _ = await asyncio.wait({watcher, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if watcher in done:
-                watcher.result()  # raises what ended it
+            done, _ = await asyncio.wait({watcher, retrier, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (watcher, retrier):
+                if task in done:
+                    task.result()  # raises what ended it
         finally:
-            for task in (watcher, stopper):
+            for task in (watcher, retrier, stopper):
                 task.cancel()
-            await asyncio.gather(watcher, stopper, return_exceptions=True)
+            await asyncio.gather(watcher, retrier, stopper, return_exceptions=True)
+
+    async def _reconcile_once(self) -> SwitchResult | None:
+        """One reconcile at a time: the watch and the retry timer never run two switches at once."""
+        async with self._lock:
+            result = await self.reconcile()
+            self._last_result = result
+            return result
+
+    async def _retry_failed(self) -> None:
+        """Try a failed switch again with exponential backoff, unless it failed because the request is invalid
+        (that only changes when the label does, and the watch reacts to that)."""
+        delay = self.config.failed_retry_s
+        while True:
+            await asyncio.sleep(delay)
+            last = getattr(self, "_last_result", None)
+            if last is None or last.state is not CCModeState.FAILED or self._last_refusal is not None:
+                delay = self.config.failed_retry_s
+                continue
+            log.info("retrying the failed CC mode switch (last error: %s)", last.error)
+            try:
+                result = await self._reconcile_once()
+            except Exception as e:  # the API may still be down: keep the backoff going
+                log.warning("retry of the CC mode switch failed: %s", e)
+                result = last
+            failed = result is not None and result.state is CCModeState.FAILED
+            delay = min(delay * 2, self.config.failed_retry_max_s) if failed else self.config.failed_retry_s
 
     async def _watch(self) -> None:
         view = await self.node.get()
@@ -333,7 +397,7 @@ class CCManager:
         while True:
             try:
                 if pending:  # a reconcile that an error interrupted
-                    await self.reconcile()
+                    await self._reconcile_once()
                     pending = False
                 async for _kind, view in self.node.watch(rv):
                     failures = 0
@@ -342,14 +406,14 @@ class CCManager:
                     if label != last_label:
                         last_label, pending = label, True
                         log.info("%s changed to %s", labels.CC_MODE, label)
-                        await self.reconcile()
+                        await self._reconcile_once()
                         pending = False
             except ApiError as e:
                 if e.status.code != 410:
                     failures = await self._watch_failed(failures, e)
                     continue
                 log.info("watch of node %s expired (410); re-listing", self.node.name)
-                await self.reconcile()
+                await self._reconcile_once()
                 view = await self.node.get()
                 rv, last_label = view.resource_version, view.labels.get(labels.CC_MODE)
             except Exception as e:  # connection errors (lightkube's HTTP client), bad responses: retried, counted

@@ -141,6 +141,7 @@ def run_cc_manager(
         CCManagerConfig,
         CCManagerMetrics,
         host_devices,
+        host_devices_in_use,
         host_has_tee,
     )
     from ccgpu.hw.ccmode import GpuAdminToolsBackend
@@ -170,7 +171,7 @@ def run_cc_manager(
         node = _node_handle(kubeconfig, node_name, "nvidia-cc-manager")
         manager = CCManager(
             node, GpuAdminToolsBackend(gpu_admin_tools), devices=lambda: host_devices(fs),
-            host_tee=lambda: host_has_tee(fs),
+            host_tee=lambda: host_has_tee(fs), in_use=lambda: host_devices_in_use(fs),
             config=CCManagerConfig(default_mode=default_cc_mode, evict_operands=evict, pause_timeout_s=pause_timeout),
             metrics=metrics,
         )
