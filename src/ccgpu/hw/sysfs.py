@@ -22,6 +22,26 @@ class PathEscapeError(ValueError):
     """A path that would resolve outside the Sysfs root."""
 
 
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace `path` with `data` so a reader sees the old or the new content, never a torn file, and the new
+    content survives a power cut: temp file in the same directory, fsync, rename, fsync of the directory
+    (intent files depend on the rename being durable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
 class Sysfs:
     """Root-relative, escape-proof access to host files."""
 
@@ -118,27 +138,11 @@ class Sysfs:
             os.close(fd)
 
     def write_file(self, rel: str, data: str | bytes, mode: int = 0o644) -> None:
-        """Create or replace a regular file atomically and durably (temp file in the same directory, fsync,
-        rename, fsync of the directory).
+        """Create or replace a regular file atomically and durably (see `atomic_write`).
 
         For files ccgpu owns (readiness files, CDI specs, containerd drop-ins), never for kernel attributes.
         """
-        target = self.path(rel)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        payload = data.encode() if isinstance(data, str) else data
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(target.parent)  # the rename itself must survive a power cut (intent files depend on it)
+        atomic_write(self.path(rel), data.encode() if isinstance(data, str) else data, mode)
 
     def remove(self, rel: str, missing_ok: bool = True) -> None:
         """Remove a file ccgpu owns."""
