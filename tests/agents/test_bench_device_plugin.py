@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from conftest import REPO_ROOT, ccgpu_env
+from tests.conftest import REPO_ROOT, ccgpu_env
 
 
 def test_device_plugin_benchmark_prints_its_latencies_as_json():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -104,6 +105,15 @@ def test_inventory_skips_devices_not_bound_to_vfio_and_accepts_variant_vfio_driv
     assert names == ["12", "15"]
 
 
+def test_a_gpu_is_a_candidate_exactly_when_pci_calls_it_a_gpu_whatever_its_programming_interface(tmp_path):
+    """The CDI spec must describe every GPU the vfio-manager binds (it selects by PCIDevice.is_gpu)."""
+    host = FakeVfioHost(tmp_path)
+    [dev] = [host.add("0000:3a:00.0", group=12)]
+    for class_code in (0x030000, 0x030001, 0x030200, 0x030201, 0x068000, 0x040300):
+        variant = dataclasses.replace(dev, class_code=class_code)
+        assert cdi.is_candidate(variant) is (variant.is_gpu or variant.is_nvswitch), hex(class_code)
+
+
 def test_two_gpus_in_one_iommu_group_are_one_device_with_both_functions(tmp_path):
     host = FakeVfioHost(tmp_path)
     host.add("0000:3a:00.0", group=12)
@@ -192,6 +202,21 @@ def test_write_specs_writes_atomically_rewrites_on_change_and_removes_stale_kind
     assert other.read_text() == "cdiVersion: 0.5.0\n"
 
 
+def test_a_spec_file_of_the_same_name_that_another_tool_wrote_is_refused_and_nothing_changes(tmp_path):
+    """The CDI Go library names a generated spec `nvidia.com-pgpu.yaml` too; ccgpu must not overwrite it."""
+    host = FakeVfioHost(tmp_path)
+    host.add("0000:3a:00.0", group=12, device_id=H100_SXM5)
+    host.add("0000:05:00.0", group=40, device_id=H100_NVSWITCH)
+    fs = Sysfs(tmp_path)
+    theirs = tmp_path / "var/run/cdi/nvidia.com-pgpu.yaml"
+    theirs.parent.mkdir(parents=True)
+    theirs.write_text("cdiVersion: 0.5.0\nkind: nvidia.com/pgpu\ndevices: []\n")
+    with pytest.raises(CDIError, match="nvidia.com-pgpu.yaml exists and ccgpu did not write it"):
+        cdi.write_specs(fs, "/var/run/cdi", cdi.inventory(fs, host.devices()))
+    assert os.listdir(tmp_path / "var/run/cdi") == ["nvidia.com-pgpu.yaml"]  # not even the NVSwitch spec
+    assert theirs.read_text() == "cdiVersion: 0.5.0\nkind: nvidia.com/pgpu\ndevices: []\n"
+
+
 def test_written_file_is_yaml_that_keeps_numeric_names_as_strings(tmp_path, shared):
     host = FakeVfioHost(tmp_path)
     host.add("0000:3a:00.0", group=7)
@@ -260,3 +285,32 @@ def test_random_device_sets_give_valid_specs_whose_names_are_the_advertised_ids(
         validator.validate(spec)
         cdi.validate_spec(spec)
         assert cdi.spec_device_names(fs, "/var/run/cdi", kind) == names
+
+
+def _pci_logs(caplog, level: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "ccgpu.cdi" and r.levelname == level]
+
+
+def test_discovery_logs_each_unreadable_pci_entry_once_until_the_problem_changes(tmp_path, caplog):
+    """An agent rediscovers every second: a stuck, unreadable entry must not log a line every pass."""
+    host = FakeVfioHost(tmp_path)
+    host.add("0000:3a:00.0", group=12)
+    devices = tmp_path / "sys/bus/pci/devices"
+    (devices / "not-a-bdf").mkdir()
+    discover, fs = cdi.DeviceDiscovery(), Sysfs(tmp_path)
+    caplog.set_level("INFO", logger="ccgpu.cdi")
+    for _ in range(3):
+        assert [str(d.bdf) for d in discover(fs)] == ["0000:3a:00.0"]
+    warnings = _pci_logs(caplog, "WARNING")
+    assert len(warnings) == 1 and "entry 'not-a-bdf' ignored" in warnings[0]
+    (devices / "not-a-bdf").rename(devices / "still-not-a-bdf")  # a different problem: logged once more
+    discover(fs)
+    discover(fs)
+    warnings = _pci_logs(caplog, "WARNING")
+    assert len(warnings) == 2 and "entry 'still-not-a-bdf' ignored" in warnings[1]
+    (devices / "still-not-a-bdf").rmdir()
+    discover(fs)
+    discover(fs)
+    cleared = _pci_logs(caplog, "INFO")
+    assert len(cleared) == 2 and "'not-a-bdf'" in cleared[0] and "'still-not-a-bdf'" in cleared[1]
+    assert len(_pci_logs(caplog, "WARNING")) == 2

@@ -291,3 +291,72 @@ async def test_a_refused_registration_stops_the_plugin_with_the_kubelets_reason(
         assert not (plugin_dir / "ccgpu-pgpu.sock").exists()  # its server was stopped and the socket removed
     finally:
         await node.kubelet.stop()
+
+
+async def test_plugin_keeps_serving_while_the_kubelet_is_away_and_registers_when_it_returns(tmp_path, plugin_dir):
+    """The kubelet gone (for longer than any registration deadline) must not stop the plugin: it keeps serving
+    and health-checking, and registers as soon as kubelet.sock is back."""
+    node = two_gpu_node(tmp_path, plugin_dir)
+    node.task = asyncio.get_running_loop().create_task(node.agent.run(node.stop))  # no kubelet yet
+    try:
+        await wait_until(lambda: (plugin_dir / "ccgpu-pgpu.sock").is_socket())
+        ticks = node.agent.ticks
+        await wait_until(lambda: node.agent.ticks >= ticks + 10)  # passes go on; nothing waits on the kubelet
+        assert not node.task.done()
+        await node.kubelet.start()
+        await node.kubelet.wait_for_health(PGPU, {"12": H, "13": H})
+        await node.kubelet.stop()  # away again, then back: a second registration on the same socket
+        ticks = node.agent.ticks
+        await wait_until(lambda: node.agent.ticks >= ticks + 10)
+        await node.kubelet.start()
+        await node.kubelet.wait_for_health(PGPU, {"12": H, "13": H})
+        assert node.agent.servers[PGPU].registrations == 2
+        node.assert_advertised_ids_are_spec_names()
+    finally:
+        node.stop.set()
+        await asyncio.wait_for(node.task, 5)
+        await node.kubelet.stop()
+
+
+class SilentKubelet(FakeKubelet):
+    """A kubelet that accepts the connection but never answers Register (hung, or busy restarting)."""
+
+    asked = 0
+
+    async def Register(self, request, context):  # noqa: N802
+        self.asked += 1
+        await asyncio.Event().wait()
+
+
+async def test_a_kubelet_that_never_answers_does_not_hold_up_health_passes(tmp_path, plugin_dir):
+    node = two_gpu_node(tmp_path, plugin_dir)
+    node.kubelet = SilentKubelet(plugin_dir)
+    async with node:
+        await wait_until(lambda: node.agent.servers.get(PGPU) is not None)
+        await wait_until(lambda: node.kubelet.asked)
+        ticks = node.agent.ticks
+        await wait_until(lambda: node.agent.ticks >= ticks + 10)  # a pass never waits on Register
+        (tmp_path / "dev/vfio/12").unlink()  # health still followed while Register hangs
+        server = node.agent.servers[PGPU]
+        await wait_until(lambda: server.list_response().devices[0].health == U)
+        assert not server.registered and not node.task.done()
+
+
+def test_registration_backoff_doubles_to_its_cap_and_a_new_kubelet_socket_is_tried_at_once():
+    from ccgpu.agents.device_plugin.server import RegistrationBackoff
+
+    now = [100.0]
+    backoff = RegistrationBackoff(first_s=0.05, max_s=5.0, clock=lambda: now[0])
+    assert not backoff.due(None)  # no kubelet.sock: nothing to dial
+    assert backoff.due(7)
+    delays = []
+    for _ in range(9):
+        backoff.failed(7)
+        delays.append(backoff.delay_s)
+    assert delays == [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+    assert not backoff.due(7)
+    now[0] += 4.9
+    assert not backoff.due(7)
+    assert backoff.due(8)  # the kubelet came back on a new socket file: no waiting out the backoff
+    now[0] += 0.2
+    assert backoff.due(7)

@@ -71,11 +71,16 @@ def test_health_problems_name_what_is_missing(tmp_path):
     assert health.problems(fs, ident, specs) == []
     host.unbind("0000:3a:00.0")
     assert health.problems(fs, ident, specs) == [
-        "0000:3a:00.0 is bound to no driver, not vfio-pci",
+        "0000:3a:00.0 is bound to no driver, not a VFIO driver (vfio-pci or a *_vfio_pci variant)",
         "device node /dev/vfio/12 is missing",
     ]
     host.bind("0000:3a:00.0", "nvidia")
-    assert health.problems(fs, ident, specs)[0] == "0000:3a:00.0 is bound to nvidia, not vfio-pci"
+    assert health.problems(fs, ident, specs)[0] == (
+        "0000:3a:00.0 is bound to nvidia, not a VFIO driver (vfio-pci or a *_vfio_pci variant)"
+    )
+    host.unbind("0000:3a:00.0")
+    host.bind("0000:3a:00.0", "nvgrace_gpu_vfio_pci")  # a variant driver is as usable as vfio-pci
+    assert health.problems(fs, ident, specs) == []
 
 
 @pytest.mark.parametrize(

@@ -57,3 +57,7 @@ def milan() -> SimulatedSnpPlatform:
 @pytest.fixture(scope="session")
 def sim_gpu() -> SimulatedGpu:
     return SimulatedGpu(uuid="GPU-11111111-2222-3333-4444-555555555555")
+
+
+# The KBS tests' loopback fixture (kept in its own module so the two halves of the attest tests merge cleanly).
+from kbs_fixtures import kbs, sim_guest, sim_kbs  # noqa: E402, F401

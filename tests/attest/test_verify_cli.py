@@ -34,6 +34,7 @@ def test_snp_vector_verifies_and_prints_claims_as_json(vectors):
     assert result.exit_code == 0, result.output
     claims = json.loads(result.stdout)
     assert claims["generation"] == "Milan" and claims["reported_tcb_snp"] == 8
+    assert "warning: no --report-data given, so the report_data binding was not checked" in result.stderr
 
 
 def test_snp_report_given_as_hex_text_verifies_with_the_builtin_chain(vectors, tmp_path):
@@ -96,6 +97,21 @@ def test_gpu_vector_in_hex_verifies_with_nonce_and_prints_claims(vectors):
     assert result.exit_code == 0, result.output
     claims = json.loads(result.stdout)
     assert claims["config"]["fwid"].startswith("f5c384ae") and len(claims["measurements"]) == 64
+    assert "warning" not in result.stderr  # the nonce was checked
+
+
+def test_gpu_evidence_verified_without_a_nonce_warns_that_freshness_was_not_checked(vectors):
+    result = invoke(
+        "gpu",
+        str(vectors / "nvidia/hopperAttestationReport.txt"),
+        "--certs",
+        str(vectors / "nvidia/hopper_cert_chain_case1.txt"),
+        "--root",
+        str(vectors / "nvidia/verifier_device_root.pem"),
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["arch"] == "Hopper"
+    assert "warning: no --nonce given, so the SPDM nonce was not checked: a replayed report verifies" in result.stderr
 
 
 def test_gpu_raw_bytes_and_wrong_nonce_exit_1(vectors, tmp_path):

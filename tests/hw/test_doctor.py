@@ -9,6 +9,7 @@ from ccgpu.hw.doctor import Status, Workload, diagnose, run_checks
 from ccgpu.hw.doctor_output import report_json
 from ccgpu.hw.pci import BDF, PCIDevice
 from ccgpu.hw.platform import PlatformFacts
+from ccgpu.labels import WorkloadConfig
 from tests.conftest import ccgpu_command, ccgpu_env
 
 H100_BDFS = ["0000:18:00.0", "0000:2a:00.0", "0000:3a:00.0", "0000:5d:00.0",
@@ -97,6 +98,8 @@ def test_container_workload_accepts_nvidia_and_refuses_vfio(host, h100_capture):
     report = run_checks(SNP, [gpu(driver="vfio-pci")], Workload.CONTAINER)
     assert [c.id for c in report.failed] == ["gpu-drivers"]
     assert "driver_override" in report.failed[0].remedy
+    # unbinding and clearing the override leaves the GPU on no driver: the remedy must also re-probe it
+    assert "echo <bdf> > /sys/bus/pci/drivers_probe" in report.failed[0].remedy
 
 
 def test_real_capture_vm_is_not_ready_for_passthrough_gpu_operator_650(host, h100_capture):
@@ -118,6 +121,13 @@ def test_ampere_gpu_fails_cc_and_h200_passes_gpu_operator_1851():
     assert checks["gpu/0000:18:00.0"].status is Status.PASS and "H200" in checks["gpu/0000:18:00.0"].finding
     a100 = checks["gpu/0000:19:00.0"]
     assert a100.status is Status.FAIL and "Hopper or newer" in a100.finding and "workload.config=container" in a100.remedy
+
+
+def test_a_driver_merely_named_like_vfio_is_not_vfio_for_doctor_as_for_the_device_plugin():
+    """doctor, the CDI spec and the device plugin share one predicate; doctor used to accept any name with 'vfio'."""
+    report = run_checks(SNP, [gpu(driver="vfio-platform")])
+    assert [c.id for c in report.failed] == ["gpu-drivers"]
+    assert "0000:18:00.0 (vfio-platform)" in report.failed[0].finding
 
 
 def test_gpu_sharing_its_iommu_group_with_a_stranger_is_a_warning_naming_acs():
@@ -176,6 +186,10 @@ def test_cli_exit_code_is_0_only_when_ready_and_json_is_the_documented_object(sn
     snp_8xh100.file("sys/module/kvm_amd/parameters/sev_snp", "N\n")
     bad = runner.invoke(app, ["doctor", "--root", str(snp_8xh100.root)])
     assert bad.exit_code == 1 and "NOT READY" in bad.output and "cpu-tee" in bad.output
+
+
+def test_doctor_workloads_are_label_values_of_nvidia_com_gpu_workload_config():
+    assert {w.value for w in Workload} <= {w.value for w in WorkloadConfig}
 
 
 def test_cli_refuses_a_bad_workload_and_a_missing_root_and_lists_accepted_values(tmp_path):

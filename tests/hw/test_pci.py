@@ -10,6 +10,7 @@ from ccgpu.hw.pci import (
     SysfsFormatError,
     enumerate_devices,
     iommu_group_members,
+    is_vfio_driver,
     nvidia_gpus,
     nvidia_nvswitches,
     read_device,
@@ -149,3 +150,20 @@ def test_entries_that_are_not_bdfs_are_reported_never_followed(host, tmp_path):
 def test_root_without_pci_tree_is_reported_as_not_a_host(tmp_path):
     scan = scan_devices(Sysfs(tmp_path))
     assert scan.devices == () and "is this a host root" in scan.errors[0]
+
+
+@pytest.mark.parametrize(
+    ("driver", "vfio"),
+    [
+        ("vfio-pci", True),
+        ("nvgrace_gpu_vfio_pci", True),  # Grace Hopper's variant driver, which NVIDIA's sandbox plugin skips
+        ("mlx5_vfio_pci", True),
+        ("nvidia", False),
+        ("nouveau", False),
+        (None, False),
+        ("vfio_pci_core", False),  # a library module, never a bound driver
+        ("vfio-platform", False),  # VFIO, but not for PCI functions
+    ],
+)
+def test_is_vfio_driver_accepts_vfio_pci_and_its_variants_only(driver, vfio):
+    assert is_vfio_driver(driver) is vfio

@@ -57,6 +57,16 @@ def test_write_file_is_atomic_and_leaves_no_temp_files(root):
     assert fs.listdir("run/nvidia/validations") == ["workload-type"]
 
 
+def test_write_file_syncs_the_file_and_then_its_directory_so_the_rename_survives_a_power_cut(root, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    Sysfs(root).write_file("run/ccgpu/intent.json", "{}")
+    assert len(synced) == 2
+    assert os.path.basename(synced[0]).startswith(".intent.json.")  # the temp file's data, before the rename
+    assert synced[1] == os.path.realpath(root / "run/ccgpu")  # then the directory holding the new name
+
+
 def test_readlink_of_a_link_to_outside_returns_the_target_without_following_it(root):
     """/proc/<pid>/fd/<n> links point at /dev/vfio/<group>: readable as text, never opened."""
     (root / "proc/42/fd").mkdir(parents=True)
@@ -66,3 +76,16 @@ def test_readlink_of_a_link_to_outside_returns_the_target_without_following_it(r
     assert fs.exists("proc/42/fd/7") and fs.is_link("proc/42/fd/7")
     with pytest.raises(PathEscapeError):
         fs.read("proc/42/fd/7")
+
+
+def test_open_host_is_plain_sysfs_unless_both_simulation_keys_are_present(tmp_path, monkeypatch, shared):
+    from ccgpu.hw.sysfs import SIMULATED_HOST_ENV, open_host
+    from ccgpu.sim.host import SimSysfs, SimulatedHost
+
+    SimulatedHost.create(tmp_path / "host", "1xh200-snp", fixtures=shared / "fixtures")
+    monkeypatch.delenv(SIMULATED_HOST_ENV, raising=False)
+    assert type(open_host(tmp_path / "host")) is Sysfs
+    monkeypatch.setenv(SIMULATED_HOST_ENV, "1")
+    assert isinstance(open_host(tmp_path / "host"), SimSysfs)
+    (tmp_path / "real").mkdir()
+    assert type(open_host(tmp_path / "real")) is Sysfs

@@ -82,7 +82,7 @@ class Env:
         holder: list[Controller] = []
         cfg = OperatorConfig(namespace=NS, image="ccgpu:test", nvidia_repository="nvidia.example", metrics_port=0,
                              kubeconfig_dict=self.kc, standalone=standalone, identity=identity, debounce_s=0.02,
-                             lease_duration_s=2, lease_renew_s=0.3)
+                             lease_duration_s=15, lease_renew_s=0.3)
         task = asyncio.create_task(run(cfg, stop, started=holder.append))
         self.running.append((stop, task, holder))
         return holder
@@ -328,8 +328,8 @@ async def test_two_replicas_exactly_one_writes_and_the_other_takes_over(env):
     assert not follower[0].elector.leader.is_set()
     assert follower[0].reconciles == 0
     assert env.api.metrics.count("create", "daemonsets", 409) == 0
-    await env.stop(leader)
-    await until(lambda: follower[0].elector.leader.is_set(), what="the follower to take over")
+    await env.stop(leader)  # a clean stop hands the Lease back: no wait for it to expire
+    await until(lambda: follower[0].elector.leader.is_set(), timeout=1.5, what="the follower to take over")
     from lightkube.types import PatchType
 
     await env.client.patch(Node, "vm-1", {"metadata": {"labels": {L.WORKLOAD_CONFIG: "container"}}},
@@ -338,3 +338,96 @@ async def test_two_replicas_exactly_one_writes_and_the_other_takes_over(env):
     async def relabelled():
         return await env.deploy("vm-1") == CONTAINER_OPS
     await until(relabelled, what="the new leader to reconcile")
+
+
+async def test_a_daemonset_deleted_by_hand_is_recreated_and_kopf_leaves_no_marks(env):
+    await env.setup()
+    await env.client.create(_policy_obj(_spec()))
+    ctl = env.start()
+    await _converged(env, ctl)
+    await env.client.delete(DaemonSet, "nvidia-cc-manager", namespace=NS)
+
+    async def back():
+        return "nvidia-cc-manager" in await env.names(DaemonSet, NS)
+    await until(back, what="the DaemonSet to be recreated")
+    node = (await env.client.get(Node, "vm-1")).to_dict()["metadata"]
+    cp = (await env.client.get(ClusterPolicy, policy.SINGLETON_NAME)).to_dict()["metadata"]
+    for meta in (node, cp):
+        assert not [k for k in (meta.get("annotations") or {}) if "kopf" in k]
+        assert not meta.get("finalizers")
+
+
+async def test_node_watch_recovers_from_dropped_streams_and_410_gone(env):
+    from lightkube.types import PatchType
+
+    await env.setup()
+    await env.client.create(_policy_obj(_spec()))
+    ctl = env.start()
+    await _converged(env, ctl)
+    env.api.drop_watches()
+    env.api.compact()  # resuming from the last seen version now gets 410 Gone: the operator must relist
+    await env.client.patch(Node, "vm-2", {"metadata": {"labels": {L.WORKLOAD_CONFIG: "container"}}},
+                           patch_type=PatchType.MERGE)
+
+    async def relabelled():
+        return await env.deploy("vm-2") == CONTAINER_OPS
+    await until(relabelled, what="the change made after the 410 to be reconciled")
+
+
+async def test_deleting_a_gpu_node_updates_the_status_counts(env):
+    await env.setup()
+    await env.client.create(_policy_obj(_spec()))
+    ctl = env.start()
+    await _converged(env, ctl)
+    await env.client.delete(Node, "vm-2")
+
+    async def counted():
+        return (await env.status())["nodes"]["workloadConfigs"] == {"container": 1, "vm-passthrough": 1}
+    await until(counted, what="the status to count one vm-passthrough node")
+
+
+async def test_a_second_cluster_policy_is_ignored_and_the_first_stays_in_effect(env):
+    await env.setup()
+    await env.client.create(_policy_obj(_spec()))
+    await env.client.create(_policy_obj({"driver": {"enabled": False}}, name="another"))
+    ctl = env.start()
+    await _converged(env, ctl)
+    assert (await env.status("another"))["state"] == "ignored"
+    assert "cluster-policy" in (await env.status("another"))["conditions"][0]["message"]
+    assert "nvidia-driver-daemonset" in await env.names(DaemonSet, NS)
+
+
+async def test_lease_passes_to_another_replica_only_after_the_holder_stops_renewing(env):
+    """A crashed leader never releases its Lease; the other replica takes it once it has expired."""
+    import datetime as dt
+
+    from lightkube.resources.core_v1 import Namespace
+
+    from ccgpu.operator.leader import LeaseElector
+
+    await env.client.create(Namespace.from_dict({"metadata": {"name": NS}}))
+    now = [dt.datetime(2026, 11, 26, 15, 0, tzinfo=dt.UTC)]
+    a = LeaseElector(env.client, NS, "lease", "op-a", duration_s=15, clock=lambda: now[0])
+    b = LeaseElector(env.client, NS, "lease", "op-b", duration_s=15, clock=lambda: now[0])
+    assert await a.try_once() and not await b.try_once()
+    now[0] += dt.timedelta(seconds=10)
+    assert await a.try_once() and not await b.try_once()  # renewed: still a's
+    now[0] += dt.timedelta(seconds=16)  # a crashed: no renewals
+    assert await b.try_once()
+    assert not await a.try_once()  # a comes back and finds b holding it
+
+
+async def test_invalid_workload_config_gets_a_warning_event_on_the_node_and_the_default_operands(env):
+    """gpu-operator#1871: `kata` is not a workload config; NVIDIA only logged it and deployed `container`."""
+    from lightkube.resources.core_v1 import Event as CoreEvent
+
+    await env.setup(nodes={"bad-1": {**GPU, L.WORKLOAD_CONFIG: "kata"}})
+    await env.client.create(_policy_obj(_spec(sandboxWorkloads={"enabled": True, "mode": "kata",
+                                                                "defaultWorkload": "vm-passthrough"})))
+    ctl = env.start()
+    await _converged(env, ctl)
+    assert await env.deploy("bad-1") == VM_OPS
+    events = [e async for e in env.client.list(CoreEvent, namespace="default")
+              if e.involvedObject.name == "bad-1" and e.reason == "InvalidWorkloadConfig"]
+    assert len(events) == 1 and events[0].type == "Warning"
+    assert "container, vm-passthrough, vm-vgpu" in events[0].message

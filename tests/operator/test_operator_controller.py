@@ -6,7 +6,7 @@ import asyncio
 import copy
 
 import pytest
-from fake_cluster import FakeCluster, Sources
+from operator_fake_cluster import FakeCluster, Sources
 
 from ccgpu import labels as L
 from ccgpu.operator.controller import Controller, OperatorConfig

@@ -37,7 +37,7 @@ def test_ccgpu_operands_run_the_one_ccgpu_image_as_agents_and_nvidia_operands_ru
     assert cc["image"] == IMAGES.ccgpu and cc["command"] == ["ccgpu", "agent", "cc-manager"]
     assert {"name": "DEFAULT_CC_MODE", "value": "on"} in cc["env"]
     dp = dss["nvidia-kata-sandbox-device-plugin-daemonset"]["spec"]["template"]["spec"]["containers"][0]
-    assert dp["command"] == ["ccgpu", "agent", "device-plugin"]
+    assert dp["command"] == ["ccgpu", "agent", "device-plugin", "--host-root", "/host"]
     assert {"name": "P_GPU_ALIAS", "value": "pgpu"} in dp["env"]
     drv = dss["nvidia-driver-daemonset"]["spec"]["template"]["spec"]["containers"][0]
     assert drv["image"].startswith("registry.example/nvidia/driver:")

@@ -188,3 +188,20 @@ def test_condition_transition_time_is_kept_while_its_status_is_unchanged():
     _run(snap, now="2026-11-26T15:05:00Z")
     ready = snap.policies[0]["status"]["conditions"][0]
     assert ready["lastTransitionTime"] == "2026-11-26T15:00:00Z"
+
+
+def test_relabelling_many_nodes_posts_one_summary_event_instead_of_one_per_node():
+    nodes = {f"n{i}": dict(GPU) for i in range(P.MAX_NODE_EVENTS + 1)}
+    plan = P.reconcile(P.Snapshot(policies=[_policy()], nodes=nodes), namespace="ccgpu", images=IMAGES, now="t")
+    labelled = [e for e in plan.events if e.reason == "GPULabelsUpdated"]
+    assert len(labelled) == 1 and labelled[0].kind == "ClusterPolicy"
+    assert f"{P.MAX_NODE_EVENTS + 1} nodes" in labelled[0].message
+    few = P.reconcile(P.Snapshot(policies=[_policy()], nodes={"n1": dict(GPU)}), namespace="ccgpu", images=IMAGES,
+                      now="t")
+    assert [e.name for e in few.events if e.reason == "GPULabelsUpdated"] == ["n1"]
+
+
+def test_on_a_creation_time_tie_the_policy_named_cluster_policy_wins():
+    a = _policy("another", "2026-11-01T00:00:00Z", uid="uid-2")
+    b = _policy("cluster-policy", "2026-11-01T00:00:00Z")
+    assert P.in_effect([a, b]) is b

@@ -82,3 +82,22 @@ async def test_a_gpu_that_fell_off_the_bus_is_an_error_naming_it(host):
     host.gpu(str(gone)).fall_off_bus()
     with pytest.raises(CCBackendError, match="No devices found"):
         await backend.query_cc(gone)
+
+
+async def test_apply_stages_resets_and_reports_the_new_mode_in_one_tool_run(host):
+    backend = backend_for(host)
+    gpu, switch = BDF.parse(host.gpus()[0]), BDF.parse(host.nvswitches()[0])
+    assert await backend.apply_cc(gpu, "on") == "on"
+    state = host.gpu(str(gpu)).query_cc()
+    assert (state.current, state.pending) == ("on", "on") and host.gpu(str(gpu)).resets == 1
+    assert await backend.apply_ppcie(switch, "on") == "on"
+    with pytest.raises(CCBackendError, match="Configuring CC not supported on NvSwitch"):
+        await backend.apply_cc(switch, "on")
+
+
+async def test_batch_queries_answer_for_every_gpu_and_switch_in_one_run_each(host):
+    backend = backend_for(host)
+    cc = await backend.query_cc_all()
+    assert set(cc) == {BDF.parse(b) for b in host.gpus()} and set(cc.values()) == {"off"}
+    ppcie = await backend.query_ppcie_all()
+    assert set(ppcie) == {BDF.parse(b) for b in host.gpus() + host.nvswitches()}

@@ -133,3 +133,26 @@ def test_device_handle_gives_catalog_model_and_bar0_for_the_emulator(host):
     first_line = (host.root / f"sys/bus/pci/devices/{GPU}/resource").read_text().split()[0]
     assert gpu.bar0 == int(first_line, 16) != 0
     assert host.gpu(host.nvswitches()[0]).model.kind.value == "nvswitch"
+
+
+def test_profiles_can_boot_gpus_in_cc_or_ppcie_mode(make_host):
+    on = make_host("8xh100-snp", cc_mode="on")
+    assert {on.gpu(b).query_cc().current for b in on.gpus()} == {"on"}
+    assert {on.gpu(b).query_cc().ppcie_current for b in on.nvswitches()} == {"off"}
+    ppcie = make_host("8xh100-snp", ppcie_mode="on")
+    states = [ppcie.gpu(b).query_cc() for b in ppcie.gpus() + ppcie.nvswitches()]
+    assert {(s.current, s.ppcie_current, s.ppcie_pending) for s in states} == {("off", "on", "on")}
+
+
+def test_force_modes_sets_current_and_pending_as_if_booted_that_way(host):
+    gpu = host.gpu(GPU)
+    gpu.force_modes(cc="devtools")
+    state = gpu.query_cc()
+    assert (state.current, state.pending) == ("devtools", "devtools")
+    assert gpu.resets == 0
+
+
+@pytest.mark.parametrize("bad", [0, -5, "EIO", 100000])
+def test_reset_fault_knob_accepts_only_real_errnos(host, bad):
+    with pytest.raises(SimHostError, match="must be an errno"):
+        host.gpu(GPU).fail_resets(bad)

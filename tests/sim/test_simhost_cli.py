@@ -60,3 +60,14 @@ def test_sysfs_for_gives_the_simulated_kernel_only_for_simulated_trees(make_host
     plain = host_dir / "plain"
     plain.mkdir()
     assert type(sysfs_for(plain)) is Sysfs
+
+
+def test_sim_host_cc_mode_option_boots_gpus_in_that_mode(host_dir):
+    result = runner.invoke(
+        app, ["sim", "host", str(host_dir / "p"), "-p", "1xh200-snp", "--cc-mode", "ppcie"]
+    )
+    assert result.exit_code == 0, result.output
+    host = SimulatedHost.open(host_dir / "p")
+    assert host.gpu(host.gpus()[0]).query_cc().ppcie_current == "on"
+    bad = runner.invoke(app, ["sim", "host", str(host_dir / "q"), "--cc-mode", "maybe"])
+    assert bad.exit_code == 2 and "off, on, devtools, ppcie" in bad.output

@@ -62,13 +62,21 @@ def test_unbind_store_gives_ENODEV_when_device_is_bound_to_another_driver(host):
 
 @pytest.mark.parametrize(
     "value",
-    ["0000:99:00.0", "18:00.0", "0000:18:00.0 ", "0000:18:00.0\n\n", "garbage", "", "0000:18:00.0\x00"],
-    ids=["unknown", "short-form", "trailing-space", "two-newlines", "garbage", "empty", "nul"],
+    ["0000:99:00.0", "18:00.0", "0000:18:00.0 ", "0000:18:00.0\n\n", "garbage", "", "\x000000:18:00.0"],
+    ids=["unknown", "short-form", "trailing-space", "two-newlines", "garbage", "empty", "leading-nul"],
 )
 def test_unbind_store_bus_find_device_by_name_needs_the_exact_name_else_ENODEV(host, value):
     fs = host.sysfs
     assert errno_of(fs.write, "sys/bus/pci/drivers/nvidia/unbind", value) == errno.ENODEV
     assert driver_of(fs, GPU) == "nvidia"
+
+
+def test_written_values_end_at_the_first_nul_as_c_strings_do(host):
+    fs = host.sysfs
+    fs.write(dev(GPU, "driver_override"), "vfio-pci\x00nvidia")
+    assert fs.read(dev(GPU, "driver_override")) == "vfio-pci"
+    fs.write("sys/bus/pci/drivers/nvidia/unbind", GPU + "\x00junk")
+    assert driver_of(fs, GPU) is None
 
 
 def test_sysfs_streq_ignores_one_trailing_newline_as_echo_writes_it(host):
@@ -276,11 +284,14 @@ def test_reset_store_parses_with_kstrtoul_base_0(host, value):
     assert host.gpu(GPU).resets == 1
 
 
-def test_reset_with_an_empty_reset_method_is_ENOTTY(host):
+def test_reset_method_written_empty_disables_resets_and_reset_then_fails_with_ENOTTY(host):
+    """reset_method_store: "" disables every method; pci_reset_function then has none to try (ENOTTY)."""
     fs = host.sysfs
-    with host.change() as state:  # a device whose reset methods were all disabled
-        state.devices[GPU].reset_method = ""
+    fs.write(dev(GPU, "reset_method"), "\n")
+    assert fs.read(dev(GPU, "reset_method")) == ""
     assert errno_of(fs.write, dev(GPU, "reset"), "1") == errno.ENOTTY
+    fs.write(dev(GPU, "reset_method"), "default")
+    fs.write(dev(GPU, "reset"), "1")
 
 
 def test_reset_method_accepts_supported_methods_or_default_and_refuses_others_with_EINVAL(host):
@@ -429,3 +440,23 @@ def test_host_wide_reset_duration_applies_to_every_device(make_host):
     start = time.monotonic()
     host.gpu(host.gpus()[0]).reset()
     assert time.monotonic() - start >= 0.04
+
+
+def test_runtime_pm_control_keeps_what_a_tool_wrote(host):
+    fs = host.sysfs
+    fs.write(dev(GPU, "power/control"), "auto")
+    fs.write("sys/bus/pci/drivers/nvidia/unbind", GPU)  # re-renders the device
+    assert fs.read(dev(GPU, "power/control")) == "auto"
+
+
+def test_kernel_file_systems_refuse_create_EACCES_and_unlink_or_mkdir_EPERM(host):
+    """sysfs/procfs have no ->create/->unlink/->mkdir: vfs_create gives EACCES, vfs_unlink and vfs_mkdir EPERM."""
+    fs = host.sysfs
+    assert errno_of(fs.write_file, f"sys/bus/pci/devices/{GPU}/new_attr", "1") == errno.EACCES
+    assert errno_of(fs.remove, f"sys/bus/pci/devices/{GPU}/vendor") == errno.EPERM
+    assert errno_of(fs.makedirs, "sys/bus/pci/drivers/mydriver") == errno.EPERM
+    assert errno_of(fs.write_file, "proc/modules", "x") == errno.EACCES
+    assert fs.read(f"sys/bus/pci/devices/{GPU}/vendor") == "0x10de"
+    fs.write_file("run/nvidia/validations/workload-type", "vm-passthrough")  # ordinary files work
+    assert fs.read("run/nvidia/validations/workload-type") == "vm-passthrough"
+    fs.remove("run/nvidia/validations/workload-type")

@@ -10,9 +10,17 @@ import pytest
 from ccgpu.hw import catalog
 from ccgpu.hw.sysfs import Sysfs
 from ccgpu.sim.host import SimHostError, SimulatedHost
-from ccgpu.sim.profiles import HOST_PROFILES, REPLACED_ATTRS, ProfileError, get_profile, list_profiles
+from ccgpu.sim.profiles import (
+    HOST_PROFILES,
+    REPLACED_ATTRS,
+    ProfileError,
+    device_profiles,
+    get_profile,
+    list_profiles,
+)
 
 REQUIRED_PROFILES = {
+    "2xh100-nvl-snp",
     "8xh100-snp",
     "8xh100-snp-iommufd",
     "1xh200-snp",
@@ -133,7 +141,7 @@ def test_every_device_modalias_class_and_model_agree_with_the_catalog(make_host)
                 f"pci:v{vendor:08X}d{device:08X}sv{sv:08X}sd{sd:08X}bc{cls >> 16:02X}sc{(cls >> 8) & 0xFF:02X}i{cls & 0xFF:02X}"
             )
             kind = host.device(bdf).kind
-            if kind != "audio":
+            if kind in ("gpu", "nvswitch"):
                 assert catalog.lookup(device, cls).kind.value == kind
                 assert catalog.lookup(device, cls).known
 
@@ -235,7 +243,7 @@ def test_grace_host_modules_alias_names_nvgrace_gpu_vfio_pci(make_host):
 
 def test_profiles_can_start_gpus_unbound_or_on_vfio_pci(make_host):
     unbound = make_host("8xh100-snp", gpu_driver=None)
-    assert all(unbound.device(b).driver is None for b in unbound.devices())
+    assert all(unbound.device(b).driver is None for b in unbound.gpus() + unbound.nvswitches())
     vfio = make_host("8xh100-snp-iommufd", gpu_driver="vfio-pci")
     fs = Sysfs(vfio.root)
     assert len(fs.listdir("dev/vfio/devices")) == 12
@@ -279,3 +287,54 @@ def test_create_refuses_unknown_overrides_and_impossible_variants(host_dir):
 def test_opening_a_directory_that_is_not_a_simulated_host_is_refused(host_dir):
     with pytest.raises(SimHostError, match="not a simulated host tree"):
         SimulatedHost.open(host_dir)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"tee": "tdx"}, "tee 'tdx' on a amd CPU; accepted: snp, None"),
+        ({"cpu_vendor": "sparc"}, "cpu_vendor 'sparc'"),
+        ({"gpu_driver": "nouveau"}, "accepted: nvidia, vfio-pci, None"),
+        ({"reset_ms": -1}, "reset_ms -1"),
+    ],
+)
+def test_impossible_profile_variants_are_refused_saying_what_is_accepted(host_dir, overrides, message):
+    with pytest.raises(ProfileError, match=re.escape(message)):
+        SimulatedHost.create(host_dir / "v", "8xh100-snp", **overrides)
+    assert not (host_dir / "v").exists()
+
+
+def test_other_vendors_devices_stay_on_their_own_driver_whatever_the_gpus_start_on(make_host):
+    host = make_host("8xh100-snp", gpu_driver="vfio-pci")
+    fs = Sysfs(host.root)
+    nic = "0000:c1:00.0"
+    assert fs.read(f"sys/bus/pci/devices/{nic}/vendor") == "0x15b3"
+    assert fs.readlink(f"sys/bus/pci/devices/{nic}/driver") == "../../../bus/pci/drivers/mlx5_core"
+    assert nic not in host.gpus() + host.nvswitches()
+    assert host.device(nic).kind == "other"
+
+
+def test_h100_nvl_host_shows_device_0x2321_which_the_catalog_calls_cc_capable(make_host):
+    """gpu-operator#1851: NVIDIA's allowlist left H100 NVL (0x2321) out of CC; the simulated host carries one."""
+    host = make_host("2xh100-nvl-snp")
+    fs = Sysfs(host.root)
+    for bdf in host.gpus():
+        assert fs.read(f"sys/bus/pci/devices/{bdf}/device") == "0x2321"
+        assert host.gpu(bdf).query_cc().cc_capable
+
+
+def test_tdx_host_reports_its_private_key_ids_in_the_misc_cgroup(make_host):
+    fs = Sysfs(make_host("8xb200-tdx").root)
+    assert fs.read("sys/fs/cgroup/misc.capacity") == "tdx 63"
+    assert "tdx_host_platform" in fs.read("proc/cpuinfo")
+    assert "intel_iommu=on" in fs.read("proc/cmdline").split()
+
+
+def test_every_device_profile_attribute_files_agree_with_its_ids(shared):
+    """derive() rewrites every identifying file together: ids, class, modalias, config-space header."""
+    for name, p in device_profiles(str(shared / "fixtures")).items():
+        assert p.attrs["modalias"].strip() == p.modalias, name
+        assert int(p.attrs["vendor"], 16) == p.vendor == int.from_bytes(p.config[0:2], "little"), name
+        assert int(p.attrs["device"], 16) == p.device == int.from_bytes(p.config[2:4], "little"), name
+        assert int(p.attrs["class"], 16) == p.class_code == int.from_bytes(p.config[9:12], "little"), name
+        assert int(p.attrs["subsystem_device"], 16) == int.from_bytes(p.config[0x2E:0x30], "little"), name

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ccgpu import labels
-from ccgpu.labels import CCMode, LabelValueError
+from ccgpu.labels import CCMode, LabelValueError, Operand
 
 PPCIE_ON, PPCIE_OFF = "on", "off"
 
@@ -146,9 +146,21 @@ def restore_patch(node_labels: dict[str, str], saved: dict[str, str]) -> dict[st
     return {key: value for key, value in saved.items() if node_labels.get(key) == _paused_value(value)}
 
 
+# `app` label of each paused operand's pods: NVIDIA's DaemonSet names, which ccgpu's operator uses too.
+OPERAND_APP_NAMES: dict[Operand, str] = {
+    Operand.VFIO_MANAGER: "nvidia-vfio-manager",
+    Operand.SANDBOX_DEVICE_PLUGIN: "nvidia-sandbox-device-plugin-daemonset",
+    Operand.KATA_SANDBOX_DEVICE_PLUGIN: "nvidia-kata-sandbox-device-plugin-daemonset",
+    Operand.SANDBOX_VALIDATOR: "nvidia-sandbox-validator",
+    Operand.KATA_MANAGER: "nvidia-kata-manager",
+    Operand.VGPU_MANAGER: "nvidia-vgpu-manager",
+    Operand.VGPU_DEVICE_MANAGER: "nvidia-vgpu-device-manager",
+}
+
+
 def paused_app_names() -> list[str]:
     """`app` label values of the operand pods that must be gone before GPUs are reset."""
-    return [f"nvidia-{op.value}" for op in labels.CC_SWITCH_PAUSED_OPERANDS]
+    return [OPERAND_APP_NAMES[op] for op in labels.CC_SWITCH_PAUSED_OPERANDS]
 
 
 # --- the intent record -----------------------------------------------------------------------------
@@ -192,12 +204,14 @@ class Intent:
 
 @dataclass(frozen=True)
 class Step:
-    """One batch action over devices: stage a mode, or reset (apply) and verify."""
+    """One batch over devices: stage `mode` (CC or PPCIe), reset each device, verify it reports `mode`.
 
-    action: str  # "set-cc", "set-ppcie", "reset"
+    The devices of a step are reset in parallel; one tool run per device does stage + reset + query
+    (`--set-cc-mode=X --reset-after-cc-mode-switch --query-cc-mode`), so a step costs one process start-up."""
+
+    action: str  # "apply-cc" or "apply-ppcie"
     bdfs: tuple[str, ...]
-    mode: str | None = None  # set-*: the mode to stage; reset: the CC mode to verify afterwards
-    verify_ppcie: str | None = None  # reset: the PPCIe mode to verify afterwards
+    mode: str
 
 
 def plan_switch(
@@ -209,9 +223,9 @@ def plan_switch(
 ) -> list[Step]:
     """Steps to bring every device to `target`. `cc`/`ppcie` hold current modes by BDF.
 
-    PPCIe and CC exclude each other: leaving PPCIe turns it off first (set, reset the affected devices,
-    verify); entering PPCIe turns CC off first. Devices already in the target mode are not touched, so a
-    converged node plans nothing and a resumed switch does only what is left.
+    PPCIe and CC exclude each other: leaving PPCIe turns it off first (on GPUs and NVSwitches); entering PPCIe
+    turns CC off first. Devices already in the target mode are not touched, so a converged node plans
+    nothing and a resumed switch does only what is left.
     """
     gpus = [d.bdf for d in devices if not d.is_nvswitch]
     ppcie_devices = [d.bdf for d in devices if d.ppcie_capable]
@@ -219,15 +233,15 @@ def plan_switch(
     if target is CCMode.PPCIE:
         cc_on = tuple(b for b in gpus if cc.get(b) != "off")
         if cc_on:
-            steps += [Step("set-cc", cc_on, "off"), Step("reset", cc_on, mode="off")]
+            steps.append(Step("apply-cc", cc_on, "off"))
         need = tuple(b for b in ppcie_devices if ppcie.get(b) != PPCIE_ON)
         if need:
-            steps += [Step("set-ppcie", need, PPCIE_ON), Step("reset", need, verify_ppcie=PPCIE_ON)]
+            steps.append(Step("apply-ppcie", need, PPCIE_ON))
         return steps
     leave = tuple(b for b in ppcie_devices if ppcie.get(b, PPCIE_OFF) != PPCIE_OFF)
     if leave:
-        steps += [Step("set-ppcie", leave, PPCIE_OFF), Step("reset", leave, verify_ppcie=PPCIE_OFF)]
+        steps.append(Step("apply-ppcie", leave, PPCIE_OFF))
     need = tuple(b for b in gpus if cc.get(b) != target.value)
     if need:
-        steps += [Step("set-cc", need, target.value), Step("reset", need, mode=target.value)]
+        steps.append(Step("apply-cc", need, target.value))
     return steps

@@ -34,7 +34,7 @@ import yaml
 
 from ccgpu import labels
 from ccgpu.hw import catalog
-from ccgpu.hw.pci import BDF, PCIDevice, scan_devices
+from ccgpu.hw.pci import BDF, PCIDevice, is_vfio_driver, scan_devices
 from ccgpu.hw.sysfs import Sysfs
 
 log = logging.getLogger("ccgpu.cdi")
@@ -63,11 +63,6 @@ class HostMode(StrEnum):
 
     LEGACY = "legacy"  # /dev/vfio/vfio container + /dev/vfio/<group>
     IOMMUFD = "iommufd"  # /dev/vfio/devices/vfioN, with /dev/iommu
-
-
-def is_vfio_driver(driver: str | None) -> bool:
-    """`vfio-pci` and its variant drivers (e.g. `nvgrace_gpu_vfio_pci`, which NVIDIA's plugin skips)."""
-    return driver is not None and (driver == "vfio-pci" or driver.endswith("_vfio_pci"))
 
 
 def validate_alias(alias: str, what: str = "GPU alias") -> str:
@@ -159,13 +154,9 @@ def identify(dev: PCIDevice, mode: HostMode, aliases: Aliases = Aliases()) -> De
 
 
 def is_candidate(dev: PCIDevice) -> bool:
-    """An NVIDIA GPU or NVSwitch physical function bound to a vfio driver."""
-    return (
-        dev.vendor == catalog.NVIDIA_VENDOR_ID
-        and (catalog.is_nvidia_gpu_class(dev.class_code) or catalog.is_nvswitch_class(dev.class_code))
-        and not dev.is_virtual_function
-        and is_vfio_driver(dev.driver)
-    )
+    """An NVIDIA GPU or NVSwitch physical function bound to a vfio driver (the same GPU test the vfio-manager
+    binds by, `PCIDevice.is_gpu`, so every GPU it binds can be advertised)."""
+    return (dev.is_gpu or dev.is_nvswitch) and not dev.is_virtual_function and is_vfio_driver(dev.driver)
 
 
 def name_sort_key(name: str) -> tuple[int, str]:
@@ -196,16 +187,33 @@ def inventory(fs: Sysfs, devices: Iterable[PCIDevice], aliases: Aliases = Aliase
     return sorted(merged.values(), key=lambda i: (i.kind, name_sort_key(i.name)))
 
 
-def discover_devices(fs: Sysfs) -> list[PCIDevice]:
-    """The host's NVIDIA PCI functions via `ccgpu.hw.pci.scan_devices` (the one sysfs PCI reader).
+class DeviceDiscovery:
+    """The host's NVIDIA PCI functions via `ccgpu.hw.pci.scan_devices` (the one sysfs PCI reader), for an agent
+    that looks again every second.
 
-    An entry that does not read cleanly is logged and skipped, so one garbled device cannot take every other
-    GPU of the node out of the spec or the plugin.
+    An entry that does not read cleanly is skipped, so one garbled device cannot take every other GPU of the
+    node out of the spec or the plugin. Each distinct problem is logged once, when it appears (and once more
+    when it goes away), not on every pass: a stuck entry would otherwise fill the log at one line a second.
     """
-    scan = scan_devices(fs, catalog.NVIDIA_VENDOR_ID)
-    for error in scan.errors:
-        log.warning("skipping a PCI entry: %s", error)
-    return list(scan.devices)
+
+    def __init__(self) -> None:
+        self._reported: frozenset[str] = frozenset()
+
+    def __call__(self, fs: Sysfs) -> list[PCIDevice]:
+        scan = scan_devices(fs, catalog.NVIDIA_VENDOR_ID)
+        errors = frozenset(scan.errors)
+        for error in scan.errors:
+            if error not in self._reported:
+                log.warning("skipping a PCI entry: %s", error)
+        for error in sorted(self._reported - errors):
+            log.info("PCI entry problem cleared: %s", error)
+        self._reported = errors
+        return list(scan.devices)
+
+
+def discover_devices(fs: Sysfs) -> list[PCIDevice]:
+    """One discovery pass that logs every unreadable entry (for one-shot callers; loops keep a DeviceDiscovery)."""
+    return DeviceDiscovery()(fs)
 
 
 # --- the spec ---------------------------------------------------------------------------------------------
@@ -362,20 +370,26 @@ class WriteResult:
 def write_specs(fs: Sysfs, cdi_dir: str, identities: Iterable[DeviceIdentity]) -> WriteResult:
     """Make `cdi_dir` hold exactly one ccgpu spec per kind in `identities`.
 
-    Level-triggered and idempotent, so a restart at any line converges: every spec is validated before any
-    file is touched, each file is replaced atomically (temp file + rename), a file whose content is already
+    Level-triggered and idempotent, so a restart at any line converges: every spec is validated (and every
+    target checked to be ccgpu's own or absent) before any file is touched, each file is replaced atomically (temp file + rename), a file whose content is already
     right is not rewritten, and ccgpu-owned files (recognised by their header) for kinds no longer present are
     removed, so no stale device name survives. Files other tools wrote are never touched.
     """
     rel_dir = host_rel(cdi_dir)
     texts = {spec_file_name(kind): render_spec(spec) for kind, spec in build_specs(identities).items()}
+    currents = {fname: _current_bytes(fs, f"{rel_dir}/{fname}") for fname in texts}
+    foreign = [f for f, data in currents.items() if data is not None and not _is_ccgpu_spec(data)]
+    if foreign:
+        raise CDIError(
+            f"{', '.join(f'{cdi_dir}/{f}' for f in foreign)} exists and ccgpu did not write it (its first line is "
+            f"not {SPEC_HEADER.strip()!r}); ccgpu replaces only its own spec files: move that file away, or give "
+            "the GPUs another alias"
+        )
     written, unchanged, removed = [], [], []
     for fname, text in texts.items():
         rel = f"{rel_dir}/{fname}"
-        try:
-            current = fs.read_bytes(rel).decode()
-        except (OSError, UnicodeDecodeError):
-            current = None
+        data = currents[fname]
+        current = data.decode(errors="replace") if data is not None else None
         if current == text:
             unchanged.append(fname)
             continue
@@ -388,6 +402,19 @@ def write_specs(fs: Sysfs, cdi_dir: str, identities: Iterable[DeviceIdentity]) -
     return WriteResult(tuple(written), tuple(removed), tuple(unchanged))
 
 
+def _is_ccgpu_spec(data: bytes) -> bool:
+    """Whether a spec file's bytes start with ccgpu's ownership header."""
+    return data.startswith(SPEC_HEADER.encode())
+
+
+def _current_bytes(fs: Sysfs, rel: str) -> bytes | None:
+    """A spec file's bytes, None when there is none."""
+    try:
+        return fs.read_bytes(rel)
+    except FileNotFoundError:
+        return None
+
+
 def owned_spec_files(fs: Sysfs, cdi_dir: str) -> list[str]:
     """Spec files in `cdi_dir` that ccgpu wrote (first line is ccgpu's header)."""
     rel_dir = host_rel(cdi_dir)
@@ -398,9 +425,9 @@ def owned_spec_files(fs: Sysfs, cdi_dir: str) -> list[str]:
         if not fname.endswith(".yaml") or fname.startswith("."):
             continue
         try:
-            head = fs.read_bytes(f"{rel_dir}/{fname}")[: len(SPEC_HEADER)]
+            data = fs.read_bytes(f"{rel_dir}/{fname}")
         except OSError:
             continue
-        if head == SPEC_HEADER.encode():
+        if _is_ccgpu_spec(data):
             owned.append(fname)
     return owned

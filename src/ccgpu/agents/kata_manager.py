@@ -94,11 +94,13 @@ async def run(
     """Configure containerd once (when asked), then keep the CDI spec current until `stop` is set."""
     fs = Sysfs(config.host_root)
     stop = stop or asyncio.Event()
+    discover = discover or cdi.DeviceDiscovery()  # one per loop: each unreadable entry is logged once
     if config.configure_containerd:
         _containerd_module()  # refuse before touching anything when the module is missing
     reconcile(fs, config, discover)
     if config.configure_containerd:
-        report = configure_containerd(fs, config.containerd_options)
+        # In a worker thread: a containerd restart can take up to its timeout, and SIGTERM must still stop us.
+        report = await asyncio.to_thread(configure_containerd, fs, config.containerd_options)
         log.info("containerd: %s", getattr(report, "as_dict", lambda: report)())
     while not once and not stop.is_set():
         try:

@@ -115,15 +115,19 @@ class Validator:
             log.info("validation %s: %s", name, "removed" if content is None else f"written ({content})")
         return changed
 
-    async def once(self) -> list[str]:
+    async def once(self, on_pass=None) -> list[str]:
+        """One evaluation; returns the names of the files written or removed. `on_pass(files)` sees the result."""
         wanted, reasons = await self.evaluate()
         for r in reasons:
             log.debug("not ready: %s", r)
-        return self.apply(wanted)
+        changed = self.apply(wanted)
+        if on_pass is not None:
+            on_pass(wanted.files)
+        return changed
 
-    async def run(self, stop: asyncio.Event, interval_s: float = 1.0) -> None:
+    async def run(self, stop: asyncio.Event, interval_s: float = 1.0, on_pass=None) -> None:
         while not stop.is_set():
-            await self.once()
+            await self.once(on_pass)
             try:
                 await asyncio.wait_for(stop.wait(), interval_s)
             except TimeoutError:

@@ -52,6 +52,14 @@ def _read(path: Path | None, what: str) -> bytes | None:
         raise InputError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from exc
 
 
+def _warn_unchecked_freshness(option: str, field: str) -> None:
+    """Without the expected value, old evidence verifies as well as fresh: say so, beside the claims."""
+    print(
+        f"warning: no {option} given, so the {field} was not checked: a replayed report verifies too",
+        file=sys.stderr,
+    )
+
+
 def verify_snp_files(
     report: Path, *, vcek: Path | None, vlek: Path | None, chain: Path | None, report_data: str | None
 ) -> dict:
@@ -61,21 +69,27 @@ def verify_snp_files(
         raise InputError(
             "give the certificate that signed the report: --vcek CERT or --vlek CERT (DER or PEM)"
         )
+    expected = parse_hex_option(report_data, "--report-data")
+    if expected is None:
+        _warn_unchecked_freshness("--report-data", "report_data binding")
     return verify_snp_evidence(
         raw_or_hex(_read(report, "SNP report") or b""),
         vcek_der=_read(vcek, "VCEK"),
         vlek_der=_read(vlek, "VLEK"),
         chain_pem=_read(chain, "AMD chain"),
-        expected_report_data=parse_hex_option(report_data, "--report-data"),
+        expected_report_data=expected,
     )
 
 
 def verify_gpu_files(evidence: Path, *, certs: Path, root: Path | None, nonce: str | None) -> dict:
+    expected = parse_hex_option(nonce, "--nonce")
+    if expected is None:
+        _warn_unchecked_freshness("--nonce", "SPDM nonce")
     return verify_gpu_evidence(
         raw_or_hex(_read(evidence, "GPU evidence") or b""),
         _read(certs, "GPU certificate chain") or b"",
         root_pem=_read(root, "GPU root certificate"),
-        expected_nonce=parse_hex_option(nonce, "--nonce"),
+        expected_nonce=expected,
     )
 
 

@@ -7,8 +7,9 @@ emulator of that same CLI, so tests run this production backend end to end.
 The tool's lines look like
     2024-03-29,05:28:52.880 INFO     GPU 0000:3a:00.0 H100-PCIE 0x2324 BAR0 0x66042000000 CC mode is on
 and NVSwitch lines start with `NvSwitch`. Setting a mode only stages it; a reset applies it. The tool handles
-`--reset-with-os` before `--set-cc-mode` within one invocation, so set and reset are always separate runs here,
-and resets of several GPUs run as concurrent processes (a reset takes seconds; eight in a row take eight times).
+`--reset-with-os` before `--set-cc-mode` within one invocation, so a switch uses `--set-cc-mode=X
+--reset-after-cc-mode-switch --query-cc-mode` instead: set, reset, query, in one run per device (a tool start costs
+more than a query). Several GPUs run as concurrent processes (a reset takes seconds; eight in a row take eight times).
 """
 
 from __future__ import annotations
@@ -95,6 +96,22 @@ class CCBackend(Protocol):
 
     async def reset(self, bdf: BDF) -> None: ...
 
+    async def apply_cc(self, bdf: BDF, mode: str) -> str:
+        """Stage `mode`, reset the device to apply it, and return the CC mode it reports afterwards."""
+        ...
+
+    async def apply_ppcie(self, bdf: BDF, mode: str) -> str:
+        """Stage a PPCIe mode, reset the device to apply it, and return the PPCIe mode it reports afterwards."""
+        ...
+
+    async def query_cc_all(self) -> dict[BDF, str]:
+        """CC mode of every GPU that reports one (one tool run: querying is cheap, starting a process is not)."""
+        ...
+
+    async def query_ppcie_all(self) -> dict[BDF, str]:
+        """PPCIe mode of every GPU and NVSwitch that reports one."""
+        ...
+
 
 async def reset_all(backend: CCBackend, bdfs: Iterable[BDF]) -> dict[BDF, Exception | None]:
     """Reset every device concurrently; returns each device's error (None on success)."""
@@ -146,6 +163,32 @@ class GpuAdminToolsBackend:
             raise CCBackendError(bdf, f"nvidia_gpu_tools.py {' '.join(options)} exited {proc.returncode}: " + "; ".join(errors))
         return text
 
+    async def _query_selection(self, selection: str, option: str, what: str) -> dict[BDF, str]:
+        """Query every device of a selection (`gpus`, `nvswitches`) in one run. The tool exits non-zero when a
+        device cannot answer (not CC/PPCIe capable); the lines of those that did answer are still returned,
+        and a caller missing a device asks for it alone to get its error."""
+        argv = [self.python, self.tool, f"--devices={selection}", option]
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=self.env
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), self.timeout_s)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise CCBackendError(None, f"nvidia_gpu_tools.py --devices={selection} {option} timed out") from None
+        return parse_query(out.decode(errors="replace"), what)
+
+    async def query_cc_all(self) -> dict[BDF, str]:
+        return await self._query_selection("gpus", "--query-cc-mode", "CC")
+
+    async def query_ppcie_all(self) -> dict[BDF, str]:
+        gpus, switches = await asyncio.gather(
+            self._query_selection("gpus", "--query-ppcie-mode", "PPCIe"),
+            self._query_selection("nvswitches", "--query-ppcie-mode", "PPCIe"),
+        )
+        return {**gpus, **switches}
+
     async def _query(self, bdf: BDF, option: str, what: str) -> str:
         text = await self._run(bdf, option)
         modes = parse_query(text, what)
@@ -169,6 +212,23 @@ class GpuAdminToolsBackend:
 
     async def reset(self, bdf: BDF) -> None:
         await self._run(bdf, "--reset-with-os")
+
+    async def apply_cc(self, bdf: BDF, mode: str) -> str:
+        _check_mode(mode, CC_MODES, "CC")
+        return await self._apply(bdf, mode, "cc", "CC")
+
+    async def apply_ppcie(self, bdf: BDF, mode: str) -> str:
+        _check_mode(mode, PPCIE_MODES, "PPCIe")
+        return await self._apply(bdf, mode, "ppcie", "PPCIe")
+
+    async def _apply(self, bdf: BDF, mode: str, knob: str, what: str) -> str:
+        """One run: set, reset (`--reset-after-...-switch`, which makes the tool check the mode took), query."""
+        options = (f"--set-{knob}-mode={mode}", f"--reset-after-{knob}-mode-switch", f"--query-{knob}-mode")
+        text = await self._run(bdf, *options)
+        modes = parse_query(text, what)
+        if bdf not in modes:
+            raise CCBackendError(bdf, f"nvidia_gpu_tools.py {options[0]} printed no '{what} mode is' line")
+        return modes[bdf]
 
 
 def _check_mode(mode: str, accepted: Sequence[str], what: str) -> None:

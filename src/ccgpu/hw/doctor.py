@@ -13,8 +13,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from ccgpu import labels
 from ccgpu.hw import catalog
-from ccgpu.hw.pci import PCIDevice, SysfsFormatError, scan_devices
+from ccgpu.hw.pci import PCIDevice, SysfsFormatError, is_vfio_driver, scan_devices
 from ccgpu.hw.platform import PlatformFacts, module_key, read_platform
 from ccgpu.hw.sysfs import PathEscapeError, Sysfs
 
@@ -28,8 +29,8 @@ class Status(StrEnum):
 class Workload(StrEnum):
     """What the node is checked for (the values of nvidia.com/gpu.workload.config that doctor knows)."""
 
-    VM_PASSTHROUGH = "vm-passthrough"
-    CONTAINER = "container"
+    VM_PASSTHROUGH = labels.WorkloadConfig.VM_PASSTHROUGH.value
+    CONTAINER = labels.WorkloadConfig.CONTAINER.value
 
     @classmethod
     def parse(cls, text: str) -> Workload:
@@ -80,10 +81,6 @@ def _is_amd(f: PlatformFacts) -> bool:
 
 def _is_intel(f: PlatformFacts) -> bool:
     return f.cpu_vendor == "GenuineIntel" or f.tdx is not None
-
-
-def _is_vfio_driver(name: str | None) -> bool:
-    return name is not None and "vfio" in name
 
 
 def check_pci_scan(errors: Sequence[str]) -> Check:
@@ -329,13 +326,14 @@ def check_gpu_drivers(gpus: Sequence[PCIDevice], f: PlatformFacts, workload: Wor
     by_driver = Counter(d.driver or "none" for d in gpus)
     summary = ", ".join(f"{drv} ×{n}" for drv, n in sorted(by_driver.items()))
     if workload is Workload.CONTAINER:
-        vfio = [str(d.bdf) for d in gpus if _is_vfio_driver(d.driver)]
+        vfio = [str(d.bdf) for d in gpus if is_vfio_driver(d.driver)]
         if vfio:
             return Check(
                 "gpu-drivers", Status.FAIL, f"vfio holds GPUs that container workloads need on nvidia: "
                 f"{', '.join(vfio)} ({summary})",
-                "Unbind them and clear the override, for each GPU: echo <bdf> > /sys/bus/pci/devices/<bdf>/driver/"
-                "unbind; echo > /sys/bus/pci/devices/<bdf>/driver_override; or label the node "
+                "Give them back to nvidia, for each GPU: echo <bdf> > /sys/bus/pci/devices/<bdf>/driver/unbind; "
+                "echo > /sys/bus/pci/devices/<bdf>/driver_override; echo <bdf> > /sys/bus/pci/drivers_probe (the "
+                "nvidia module must be loaded); or label the node "
                 "nvidia.com/gpu.workload.config=vm-passthrough if it is meant for confidential pods.",
             )
         return Check("gpu-drivers", Status.PASS, f"GPU drivers: {summary}")
@@ -350,7 +348,7 @@ def check_gpu_drivers(gpus: Sequence[PCIDevice], f: PlatformFacts, workload: Wor
             "/sys/bus/pci/devices/<bdf>/driver_override; echo <bdf> > /sys/bus/pci/drivers/vfio-pci/bind. "
             "Confidential nodes need no host NVIDIA driver: stop it loading (blacklist nvidia).",
         )
-    other = [d for d in gpus if d.driver is not None and not _is_vfio_driver(d.driver)]
+    other = [d for d in gpus if d.driver is not None and not is_vfio_driver(d.driver)]
     if other:
         listed = ", ".join(f"{d.bdf} ({d.driver})" for d in other)
         return Check(
@@ -391,7 +389,7 @@ def check_nvswitches(switches: Sequence[PCIDevice], workload: Workload) -> Check
     text = (", ".join(f"{n} × {name}" for name, n in sorted(models.items()))
             + (", PPCIe capable" if ppcie else ", not PPCIe capable")
             + "; drivers: " + ", ".join(f"{k} ×{v}" for k, v in sorted(drivers.items())))
-    held = [d for d in switches if d.driver is not None and not _is_vfio_driver(d.driver)]
+    held = [d for d in switches if d.driver is not None and not is_vfio_driver(d.driver)]
     if workload is Workload.VM_PASSTHROUGH and held:
         return Check(
             "nvswitches", Status.WARN, text + "; multi-GPU (PPCIe) passthrough needs the NVSwitches on vfio too",

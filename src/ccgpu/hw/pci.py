@@ -183,6 +183,13 @@ def parse_iommu_group(text: str) -> int:
     return int(text)
 
 
+def is_vfio_driver(name: str | None) -> bool:
+    """Whether a bound driver hands the function to VFIO: `vfio-pci` or one of its vendor variants, which the
+    kernel registers as `<vendor>_vfio_pci` (`nvgrace_gpu_vfio_pci`, `mlx5_vfio_pci`). The one place this is
+    decided, so doctor, the CDI spec and the device plugin's health check cannot disagree about a device."""
+    return name is not None and (name == "vfio-pci" or name.endswith("_vfio_pci"))
+
+
 def _link_basename(target: str) -> str:
     return target.rstrip("/").rsplit("/", 1)[-1]
 

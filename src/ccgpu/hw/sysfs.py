@@ -22,6 +22,26 @@ class PathEscapeError(ValueError):
     """A path that would resolve outside the Sysfs root."""
 
 
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace `path` with `data` so a reader sees the old or the new content, never a torn file, and the new
+    content survives a power cut: temp file in the same directory, fsync, rename, fsync of the directory
+    (intent files depend on the rename being durable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
 class Sysfs:
     """Root-relative, escape-proof access to host files."""
 
@@ -118,25 +138,11 @@ class Sysfs:
             os.close(fd)
 
     def write_file(self, rel: str, data: str | bytes, mode: int = 0o644) -> None:
-        """Create or replace a regular file atomically (temp file in the same directory, fsync, rename).
+        """Create or replace a regular file atomically and durably (see `atomic_write`).
 
         For files ccgpu owns (readiness files, CDI specs, containerd drop-ins), never for kernel attributes.
         """
-        target = self.path(rel)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        payload = data.encode() if isinstance(data, str) else data
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(self.path(rel), data.encode() if isinstance(data, str) else data, mode)
 
     def remove(self, rel: str, missing_ok: bool = True) -> None:
         """Remove a file ccgpu owns."""
@@ -148,3 +154,30 @@ class Sysfs:
 
     def makedirs(self, rel: str) -> None:
         self.path(rel).mkdir(parents=True, exist_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+SIMULATED_HOST_ENV = "CCGPU_SIMULATED_HOST"
+_SIMULATED_HOST_MARKER = ".sim/state.json"
+
+
+def open_host(root: str | os.PathLike[str] = "/") -> Sysfs:
+    """The `Sysfs` an agent should use for `root`.
+
+    Always a plain `Sysfs`, except when the cluster-in-a-box runs an agent as a subprocess: it sets
+    `CCGPU_SIMULATED_HOST=1` and points the agent at a simulated host tree, and then the simulator's `Sysfs`
+    (which applies the kernel's side effects) is loaded by name, so production code never imports ccgpu.sim
+    and a real host is never treated as simulated without both keys.
+    """
+    if os.environ.get(SIMULATED_HOST_ENV) == "1" and os.path.exists(os.path.join(root, _SIMULATED_HOST_MARKER)):
+        import importlib
+
+        return importlib.import_module("ccgpu.sim.host").SimSysfs(root)
+    return Sysfs(root)

@@ -1,6 +1,6 @@
-"""`ccgpu operator`: kopf's watches fill a store; one level-triggered loop reconciles from it.
+"""`ccgpu operator`: watches fill a store; one level-triggered loop reconciles from it.
 
-`watch.py` runs kopf (event machinery only, it writes nothing). The loop here waits until the store holds every
+`watch.py` runs kopf (event machinery only, it writes nothing) and the node list+watch. The loop here waits until the store holds every
 watched object (a partial cache would make it delete what it cannot see yet), then on every change computes the
 whole desired state (`plan.reconcile`) and writes only the differences through lightkube, and only while this
 replica holds the leader Lease.
@@ -12,6 +12,8 @@ import asyncio
 import datetime as dt
 import logging
 import os
+import re
+import signal
 import socket
 import time
 from collections import OrderedDict
@@ -31,6 +33,10 @@ log = logging.getLogger(__name__)
 LEASE_NAME = "ccgpu-operator-leader"
 
 
+class ConfigError(ValueError):
+    """An operator setting that cannot work; the message says which and what is accepted."""
+
+
 @dataclass
 class OperatorConfig:
     namespace: str = "ccgpu"
@@ -46,6 +52,16 @@ class OperatorConfig:
     lease_renew_s: float = 5.0
     debounce_s: float = 0.05
     write_concurrency: int = 16
+
+    def check(self) -> None:
+        """Refuse settings that cannot work, before anything starts."""
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", self.namespace) or len(self.namespace) > 63:
+            raise ConfigError(f"namespace {self.namespace!r} is not a DNS-1123 label (lowercase letters, digits, "
+                              "'-', at most 63)")
+        if not self.image:
+            raise ConfigError("--image must name the ccgpu image the sandbox operands run, e.g. ccgpu:0.1.0")
+        if self.kubeconfig is not None and not self.kubeconfig.is_file():
+            raise ConfigError(f"kubeconfig {str(self.kubeconfig)!r} is not a file; omit --kubeconfig in a pod")
 
 
 class Sources(Protocol):
@@ -135,6 +151,7 @@ class Controller:
         return plan
 
     async def _post_events(self, events: list[Event], policies: Mapping[str, Mapping[str, Any]]) -> None:
+        fresh: list[Event] = []
         for ev in events:
             fingerprint = (ev.kind, ev.name, ev.reason, ev.message)
             if fingerprint in self._posted:
@@ -144,8 +161,15 @@ class Controller:
                 self._posted.popitem(last=False)
             level = logging.WARNING if ev.type == "Warning" else logging.INFO
             log.log(level, "%s %s: %s: %s", ev.kind, ev.name, ev.reason, ev.message)
+            fresh.append(ev)
+        sem = asyncio.Semaphore(self.cfg.write_concurrency)
+
+        async def post(ev: Event) -> None:
             uid = (policies.get(ev.name, {}).get("metadata") or {}).get("uid") if ev.kind == policy.KIND else None
-            await self.writer.post_event(ev, uid)
+            async with sem:
+                await self.writer.post_event(ev, uid)
+
+        await asyncio.gather(*(post(ev) for ev in fresh))
 
     async def run(self, stop: asyncio.Event, leading: Callable[[], bool] = lambda: True) -> None:
         """Reconcile whenever woken (or every resync_s) once synced, while leading; back off on errors."""
@@ -216,7 +240,13 @@ async def run(cfg: OperatorConfig, stop: asyncio.Event | None = None,
     import yaml
 
     from ccgpu.operator.leader import LeaseElector
-    from ccgpu.operator.watch import KopfThread, WatchStore, build_registry, connection_from_kubeconfig
+    from ccgpu.operator.watch import (
+        KopfThread,
+        NodeWatcher,
+        WatchStore,
+        build_registry,
+        connection_from_kubeconfig,
+    )
     from ccgpu.operator.writer import KubeWriter
 
     stop = stop or asyncio.Event()
@@ -227,16 +257,25 @@ async def run(cfg: OperatorConfig, stop: asyncio.Event | None = None,
     kc = cfg.kubeconfig_dict
     if kc is None and cfg.kubeconfig is not None:
         kc = yaml.safe_load(cfg.kubeconfig.read_text())
+    node_watcher = NodeWatcher(client, store, controller.trigger)
+    kopf_synced = asyncio.Event()
+
+    async def both_synced() -> None:  # the loop starts only once nodes are listed and kopf's indexes are full
+        await node_watcher.listed.wait()
+        await kopf_synced.wait()
+        controller.synced.set()
+
     registry = build_registry(
         store,
-        on_synced=lambda: loop.call_soon_threadsafe(controller.synced.set),
+        on_synced=lambda: loop.call_soon_threadsafe(kopf_synced.set),
         on_change=lambda: loop.call_soon_threadsafe(controller.trigger),
         connection=(lambda: connection_from_kubeconfig(kc)) if kc is not None else None,
     )
     kopf_thread = KopfThread(registry)
     if started is not None:
         started(controller)
-    tasks = []
+    tasks = [asyncio.create_task(node_watcher.run(stop), name="nodes"),
+             asyncio.create_task(both_synced(), name="synced")]
     if cfg.standalone:
         def leading() -> bool:
             return True
@@ -266,9 +305,27 @@ async def run(cfg: OperatorConfig, stop: asyncio.Event | None = None,
                     raise t.exception()
     finally:
         stop.set()
+        tasks[0].cancel()  # the node watch blocks on its stream
+        tasks[1].cancel()  # and the sync gate, if the operator stops before it synced
         await asyncio.gather(*tasks, return_exceptions=True)
         await kopf_thread.stop()
         if runner is not None:
             await runner.cleanup()
         await client.close()
     return controller
+
+
+def run_until_signalled(cfg: OperatorConfig) -> None:
+    """`ccgpu operator`: run until SIGTERM/SIGINT, then stop cleanly (watches closed, Lease kept to expire)."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run(cfg, stop)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kopf").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    asyncio.run(main())

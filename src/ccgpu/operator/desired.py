@@ -106,6 +106,17 @@ def _agent_env(d: OperandDef, spec: ClusterPolicySpec) -> list[dict[str, Any]]:
     return env
 
 
+def _agent_args(d: OperandDef, spec: ClusterPolicySpec) -> list[str]:
+    """Flags the agent CLIs take (`ccgpu agent kata-manager|device-plugin --host-root ...`); settings the other
+    agents need travel as the environment variables NVIDIA's operands use (DEFAULT_CC_MODE, ...)."""
+    if d.agent == "kata-manager":
+        return ["--host-root", "/host"] + (["--configure-containerd"] if spec.kata_manager.configure_containerd
+                                           else [])
+    if d.agent == "device-plugin":
+        return ["--host-root", "/host"]
+    return []
+
+
 def _volumes(d: OperandDef) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     if d.agent is None:
         return [], []
@@ -130,7 +141,7 @@ def daemonset(d: OperandDef, spec: ClusterPolicySpec, owner: Owner, namespace: s
     img = d.image_spec(spec)
     if d.agent is not None:
         image = img.image_ref(images.ccgpu)
-        command = ["ccgpu", "agent", d.agent, *img.args]
+        command = ["ccgpu", "agent", d.agent, *_agent_args(d, spec), *img.args]
     else:
         repo = img.repository or images.nvidia_repository
         image = img.image_ref(f"{repo.rstrip('/')}/{d.nvidia_image}" if repo else d.nvidia_image)

@@ -92,6 +92,20 @@ class LeaseElector:
             self.on_change(False)
         return leading
 
+    async def release(self) -> None:
+        """On a clean stop, hand the Lease back so a follower takes over now, not after leaseDurationSeconds."""
+        if not self.leader.is_set():
+            return
+        self._set(False)
+        try:
+            lease = await self.client.get(Lease, self.name, namespace=self.namespace)
+            if lease.spec and lease.spec.holderIdentity == self.identity:
+                lease.spec.holderIdentity = None
+                lease.spec.renewTime = None
+                await self.client.replace(lease)
+        except ApiError as e:  # the Lease then simply expires
+            log.warning("could not release lease %s/%s: %s", self.namespace, self.name, e)
+
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
@@ -103,3 +117,4 @@ class LeaseElector:
                 await asyncio.wait_for(stop.wait(), timeout=self.renew_s)
             except TimeoutError:
                 pass
+        await self.release()

@@ -16,12 +16,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ccgpu import labels
 from ccgpu.operator import policy
 from ccgpu.operator.desired import service_account
 from ccgpu.operator.operands import OPERANDS
 
 OPERATOR_SA = "ccgpu-operator"
 AGENT_ROLE = "ccgpu-agent"
+CC_MANAGER_PODS_ROLE = "ccgpu-cc-manager-pods"
 OWN_NODE_POLICY = "ccgpu-agents-own-node-only"
 LEADER_LEASE = "ccgpu-operator-leader"
 
@@ -139,11 +141,21 @@ def agent_rbac(ns: str) -> list[dict[str, Any]]:
     docs: list[dict[str, Any]] = [_sa(name, ns, "agent") for name in sas]
     docs.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
                  "metadata": {"name": AGENT_ROLE, "labels": _labels("agent")},
-                 "rules": [_rule([""], ["nodes"], [*_READ, "patch"])]})
+                 "rules": [_rule([""], ["nodes"], [*_READ, "patch"]), _rule([""], ["events"], ["create"])]})
     docs.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
                  "metadata": {"name": AGENT_ROLE, "labels": _labels("agent")},
                  "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": AGENT_ROLE},
                  "subjects": [{"kind": "ServiceAccount", "name": n, "namespace": ns} for n in sas]})
+    # cc-manager alone waits for the paused operands' pods to leave its node: it lists pods, nothing more.
+    cc_sa = f"ccgpu-{labels.Operand.CC_MANAGER.value}"
+    docs.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                 "metadata": {"name": CC_MANAGER_PODS_ROLE, "labels": _labels("agent")},
+                 "rules": [_rule([""], ["pods"], ["list"])]})
+    docs.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                 "metadata": {"name": CC_MANAGER_PODS_ROLE, "labels": _labels("agent")},
+                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                             "name": CC_MANAGER_PODS_ROLE},
+                 "subjects": [{"kind": "ServiceAccount", "name": cc_sa, "namespace": ns}]})
     agents = ", ".join(f"'system:serviceaccount:{ns}:{n}'" for n in sas)
     docs.append({
         "apiVersion": "admissionregistration.k8s.io/v1",

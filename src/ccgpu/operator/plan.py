@@ -23,9 +23,10 @@ from ccgpu.operator.desired import (
     desired_objects,
 )
 from ccgpu.operator.operands import enabled_operands
-from ccgpu.operator.policy import API_VERSION, KIND, PolicyError, inconsistencies, parse_spec
+from ccgpu.operator.policy import API_VERSION, KIND, SINGLETON_NAME, PolicyError, inconsistencies, parse_spec
 from ccgpu.operator.status import ignored_status, policy_status, summarize_nodes
 
+MAX_NODE_EVENTS = 20  # above this many relabelled nodes in one reconcile, one summary Event on the policy
 Verb = Literal["create", "replace", "delete", "patch-node", "status"]
 
 
@@ -79,11 +80,13 @@ def is_managed(obj: Mapping[str, Any]) -> bool:
 
 
 def in_effect(policies: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The singleton: the oldest ClusterPolicy (creationTimestamp, then name), ignoring ones being deleted."""
+    """The singleton: the oldest ClusterPolicy, ignoring ones being deleted. Timestamps have one-second
+    resolution, so on a tie `cluster-policy` wins, then the first name."""
     live = [p for p in policies if not p["metadata"].get("deletionTimestamp")]
     if not live:
         return None
-    return min(live, key=lambda p: (p["metadata"].get("creationTimestamp", ""), p["metadata"]["name"]))
+    return min(live, key=lambda p: (p["metadata"].get("creationTimestamp", ""),
+                                    p["metadata"]["name"] != SINGLETON_NAME, p["metadata"]["name"]))
 
 
 def diff_objects(
@@ -150,6 +153,7 @@ def reconcile(snap: Snapshot, *, namespace: str, images: Images, now: str) -> Pl
         spec, problems = None, [str(e)]
 
     workloads: Counter[str] = Counter()
+    labelled: list[Event] = []
     if spec is None or problems:
         # An inconsistent policy is applied not at all: only its status says why.
         summary = summarize_nodes(snap.nodes.values(), {})
@@ -165,10 +169,15 @@ def reconcile(snap: Snapshot, *, namespace: str, images: Images, now: str) -> Pl
             any_gpu = any_gpu or nodelabels.has_gpu(lab)
             if node_plan.changes:
                 plan.writes.append(Write("patch-node", node_key(name), node_plan.changes))
-                plan.events.append(Event("Node", name, "Normal", "GPULabelsUpdated",
-                                         _label_message(name, node_plan.changes)))
+                labelled.append(Event("Node", name, "Normal", "GPULabelsUpdated",
+                                      _label_message(name, node_plan.changes)))
             if node_plan.warning:
                 plan.events.append(Event("Node", name, "Warning", "InvalidWorkloadConfig", node_plan.warning))
+        if len(labelled) <= MAX_NODE_EVENTS:
+            plan.events += labelled
+        else:  # a first install or a policy change relabels many nodes: one summary, not an Event storm
+            plan.events.append(Event(KIND, meta["name"], "Normal", "GPULabelsUpdated",
+                                     f"updated GPU operand labels on {len(labelled)} nodes"))
         desired = desired_objects(spec, owner, namespace, images, any_gpu)
         object_writes = diff_objects(desired, snap.owned)
         plan.writes += object_writes

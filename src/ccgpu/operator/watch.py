@@ -1,11 +1,14 @@
-"""kopf as the event machinery: it watches nodes, ClusterPolicies and the operator's own objects, and keeps
-them in a thread-safe store the reconcile loop reads. kopf writes nothing.
+"""Watches that fill the thread-safe store the reconcile loop reads: kopf for ClusterPolicies and the operator's
+own objects (it writes nothing), and a plain lightkube list+watch for nodes.
+
+Nodes are not given to kopf: kopf's index start-up keeps one toggle per object in one set and re-checks the whole
+set on every change, which is quadratic (measured: 500 nodes synced in 3 s, 2,500 in 44 s, 5,000 in minutes).
 
 kopf runs in its own thread and event loop, because an in-process kopf cancels every task of its loop that
 appeared after it started when it stops (kopf's `run_tasks`), which would take the controller down with it.
 kopf calls non-index handlers only once every `@kopf.index` has finished its initial listing, so the first
-`@kopf.on.event` call marks the store complete: the loop never reconciles from a partial cache (which would
-delete what it cannot see yet, e.g. on a restart).
+call of the handler on the operator's namespace marks the store complete: the loop never reconciles from a
+partial cache (which would delete what it cannot see yet, e.g. on a restart).
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ log = logging.getLogger(__name__)
 OWNED = {MANAGED_BY_KEY: MANAGED_BY}
 # (group, version, plural, store category, label filter)
 WATCHED = (
-    ("", "v1", "nodes", "nodes", None),
     (policy.GROUP, policy.VERSION, policy.PLURAL, "policies", None),
     ("apps", "v1", "daemonsets", "owned", OWNED),
     ("node.k8s.io", "v1", "runtimeclasses", "owned", OWNED),
@@ -59,6 +61,11 @@ class WatchStore:
     def nodes(self) -> Mapping[Hashable, Versioned]:
         return self._copy("nodes")
 
+    def replace_nodes(self, nodes: dict[Hashable, Versioned]) -> None:
+        """A fresh list (start-up, or after the watch fell too far behind: 410 Gone)."""
+        with self._lock:
+            self._data["nodes"] = nodes
+
     def owned(self) -> Mapping[Hashable, Versioned]:
         return self._copy("owned")
 
@@ -83,8 +90,9 @@ class WatchStore:
 
 def build_registry(store: WatchStore, on_synced: Callable[[], None], on_change: Callable[[], None],
                    connection: Callable[[], Any] | None) -> Any:
-    """kopf handlers: one index per watched kind (fills the store and gates sync), one event handler per kind
-    (applies deletions, marks the store synced, wakes the loop). `connection` gives kopf its credentials."""
+    """kopf handlers. Every kind has an index handler (fills the store; kopf's sync gate waits for them all)
+    and an event handler (deletions, wake-ups). A handler on the operator's own namespace, which always exists
+    and which kopf calls only once every index is populated, marks the store synced."""
     import kopf
 
     reg = kopf.OperatorRegistry()
@@ -93,18 +101,25 @@ def build_registry(store: WatchStore, on_synced: Callable[[], None], on_change: 
         def make(category: str = category) -> tuple[Callable[..., Any], Callable[..., Any]]:
             def on_index(body: Mapping[str, Any], **_: Any) -> dict:
                 store.record(category, "ADDED", body)
+                on_change()
                 return {}
 
             async def on_event(event: Mapping[str, Any], **_: Any) -> None:
                 store.record(category, event.get("type"), event["object"])
-                on_synced()
                 on_change()
 
             return on_index, on_event
 
         index_handler, event_handler = make()
-        kopf.index(group, version, plural, labels=labels, registry=reg, id=f"index-{plural}")(index_handler)
+        kopf.index(group, version, plural, labels=labels, registry=reg, id=f"ccgpu_{category}_{plural}")(
+            index_handler)
         kopf.on.event(group, version, plural, labels=labels, registry=reg, id=f"event-{plural}")(event_handler)
+
+    @kopf.on.event("", "v1", "namespaces", field="metadata.name", value=store.namespace, registry=reg,
+                   id="synced")
+    async def synced(**_: Any) -> None:
+        on_synced()
+        on_change()
 
     @kopf.on.startup(registry=reg)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -117,6 +132,59 @@ def build_registry(store: WatchStore, on_synced: Callable[[], None], on_change: 
             return connection()
 
     return reg
+
+
+class NodeWatcher:
+    """List nodes, then watch from the list's resourceVersion; relist when the server says 410 Gone or the
+    stream fails. Only names, labels and resourceVersions are kept (5,000 nodes fit in a few MB)."""
+
+    def __init__(self, client: Any, store: WatchStore, on_change: Callable[[], None]) -> None:
+        self.client, self.store, self.on_change = client, store, on_change
+        self.listed = asyncio.Event()
+
+    async def _list(self) -> str:
+        from ccgpu.operator.writer import Node
+
+        nodes: dict[Hashable, Versioned] = {}
+        listing = self.client.list(Node, chunk_size=500)
+        async for node in listing:
+            meta = node.metadata
+            nodes[meta.name] = (meta.resourceVersion or "0", dict(meta.labels or {}))
+        self.store.replace_nodes(nodes)
+        self.listed.set()
+        self.on_change()
+        return listing.resourceVersion
+
+    async def run(self, stop: asyncio.Event) -> None:
+        from lightkube.core.exceptions import ApiError
+
+        from ccgpu.operator.writer import Node
+
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                rv = await self._list()
+                async for kind, node in self.client.watch(Node, resource_version=rv, server_timeout=300):
+                    meta = node.metadata
+                    if kind == "DELETED":
+                        self.store.remove("nodes", meta.name)
+                    elif kind in ("ADDED", "MODIFIED"):
+                        self.store.put("nodes", meta.name, meta.resourceVersion, dict(meta.labels or {}))
+                    else:
+                        continue
+                    self.on_change()
+                    backoff = 0.5
+            except asyncio.CancelledError:
+                raise
+            except ApiError as e:
+                if e.status.code != 410:
+                    log.warning("node watch: %s", e)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 30.0)
+            except Exception as e:  # connection lost: relist after a pause
+                log.warning("node watch: %s", e)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
 
 
 def connection_from_kubeconfig(kc: Mapping[str, Any]) -> Any:

@@ -4,8 +4,8 @@ an asyncio task for one simulated node (500 nodes in one process must be feasibl
 Each runner gets an `AgentContext` (node name, host root, the container's environment as the pod would see it,
 an API client, the kubelet's device-plugin directory) and a stop event, and builds the agent from the library
 the real CLI uses. An agent name missing here is "not in this build": its pod stays Pending with that reason.
-The CC backend here works on the simulated devices directly (the same state the gpu-admin-tools emulator
-drives), because one `nvidia_gpu_tools.py` subprocess per GPU operation is too slow for hundreds of nodes.
+The CC backend is the gpu-admin-tools emulator's in-process form (`sim.gpu_admin_tools.InProcessBackend`),
+because one `nvidia_gpu_tools.py` subprocess per GPU operation is too slow for hundreds of nodes.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ccgpu import labels
-from ccgpu.hw.pci import BDF
 
 log = logging.getLogger(__name__)
 
@@ -33,46 +32,6 @@ class AgentContext:
 
 
 Runner = Callable[[AgentContext, asyncio.Event], Awaitable[None]]
-
-
-class SimCCBackend:
-    """`ccgpu.hw.ccmode.CCBackend` over a simulated host's devices (in-process)."""
-
-    def __init__(self, host_root: str) -> None:
-        self.host_root = host_root
-
-    def _dev(self, bdf: BDF):
-        from ccgpu.hw.ccmode import CCBackendError
-        from ccgpu.sim.host import SimHostError, SimulatedHost
-
-        try:
-            dev = SimulatedHost.open(self.host_root).gpu(str(bdf))
-        except (SimHostError, KeyError) as e:
-            raise CCBackendError(bdf, f"no such device: {e}") from None
-        if not dev.present:
-            raise CCBackendError(bdf, "device is not on the bus (fell off?)")
-        return dev
-
-    async def query_cc(self, bdf: BDF) -> str:
-        return self._dev(bdf).query_cc().current
-
-    async def query_ppcie(self, bdf: BDF) -> str:
-        return self._dev(bdf).query_cc().ppcie_current
-
-    async def set_cc(self, bdf: BDF, mode: str) -> None:
-        self._dev(bdf).set_pending_cc(mode)
-
-    async def set_ppcie(self, bdf: BDF, mode: str) -> None:
-        self._dev(bdf).set_pending_ppcie(mode)
-
-    async def reset(self, bdf: BDF) -> None:
-        from ccgpu.hw.ccmode import CCBackendError
-
-        dev = self._dev(bdf)
-        try:
-            await asyncio.to_thread(dev.reset)
-        except OSError as e:
-            raise CCBackendError(bdf, f"reset failed: {e}") from None
 
 
 def _node_handle(ctx: AgentContext, component: str):
@@ -122,26 +81,22 @@ async def run_vfio_manager(ctx: AgentContext, stop: asyncio.Event) -> None:
     await every(ctx.interval_s, stop, step, f"vfio-manager {ctx.node}")
 
 
-def _cc_devices(fs) -> list:
-    from ccgpu.agents.cc_switch import Device
-    from ccgpu.hw import pci
-
-    out = []
-    for d in pci.nvidia_gpus(fs) + pci.nvidia_nvswitches(fs):
-        m = d.model
-        out.append(Device(bdf=str(d.bdf), name=m.name if m else f"{d.device:#06x}", is_nvswitch=d.is_nvswitch,
-                          cc_capable=bool(m and m.cc_capable), ppcie_capable=bool(m and m.ppcie_capable)))
-    return out
-
-
 async def run_cc_manager(ctx: AgentContext, stop: asyncio.Event) -> None:
-    from ccgpu.agents.cc_manager import CCManager, CCManagerConfig
-    from ccgpu.hw.platform import read_platform
+    """The cc-manager as `ccgpu agent cc-manager` builds it, with the in-process gpu-admin-tools backend."""
+    from ccgpu.agents.cc_manager import (
+        CCManager,
+        CCManagerConfig,
+        host_devices,
+        host_devices_in_use,
+        host_has_tee,
+    )
+    from ccgpu.sim.gpu_admin_tools import InProcessBackend
+    from ccgpu.sim.host import SimulatedHost
 
     fs = _sysfs(ctx)
     mgr = CCManager(
-        _node_handle(ctx, "cc-manager"), SimCCBackend(ctx.host_root),
-        devices=lambda: _cc_devices(fs), host_tee=lambda: read_platform(fs).tee is not None,
+        _node_handle(ctx, "nvidia-cc-manager"), InProcessBackend(SimulatedHost.open(ctx.host_root)),
+        devices=lambda: host_devices(fs), host_tee=lambda: host_has_tee(fs), in_use=lambda: host_devices_in_use(fs),
         config=CCManagerConfig(default_mode=ctx.env.get("DEFAULT_CC_MODE", "on"), pause_timeout_s=60.0),
     )
     await mgr.run(stop)

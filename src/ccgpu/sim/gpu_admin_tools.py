@@ -141,3 +141,89 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class InProcessBackend:
+    """A `CCBackend` doing what the emulator does, in this process (resets in threads, so they overlap).
+
+    For tests that drive many switches (crash injection at every step): a tool run costs a Python start-up,
+    this costs nothing. Tests of the production backend use the emulator CLI above instead."""
+
+    def __init__(self, host) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.host = host
+        self.calls: list[tuple[str, str]] = []
+        # one thread per concurrent reset (asyncio's default pool has cpu+4 threads: 8 GPUs would queue)
+        self._resetters = ThreadPoolExecutor(max_workers=64, thread_name_prefix="sim-gpu-reset")
+
+    def _dev(self, bdf, what: str):
+        from ccgpu.hw.ccmode import CCBackendError
+
+        key = str(bdf)
+        if key not in self.host.devices():
+            raise CCBackendError(bdf, "No devices found")
+        dev = self.host.gpu(key)
+        state = dev.query_cc()
+        capable = state.cc_capable and dev.kind == "gpu" if what == "CC" else state.ppcie_capable
+        if not capable:
+            raise CCBackendError(bdf, f"{what} not supported on {_label(dev)}")
+        return dev
+
+    async def query_cc(self, bdf) -> str:
+        self.calls.append(("query_cc", str(bdf)))
+        return self._dev(bdf, "CC").query_cc().current
+
+    async def query_ppcie(self, bdf) -> str:
+        self.calls.append(("query_ppcie", str(bdf)))
+        return self._dev(bdf, "PPCIe").query_cc().ppcie_current
+
+    async def query_cc_all(self) -> dict:
+        """Every present CC-capable GPU, from one snapshot of the host state (as one tool run would)."""
+        from ccgpu.hw.pci import BDF
+
+        self.calls.append(("query_cc_all", ""))
+        devs = self.host.state().devices.values()
+        return {BDF.parse(d.bdf): d.cc_current for d in devs if d.present and d.kind == "gpu" and d.cc_capable}
+
+    async def query_ppcie_all(self) -> dict:
+        from ccgpu.hw.pci import BDF
+
+        self.calls.append(("query_ppcie_all", ""))
+        devs = self.host.state().devices.values()
+        return {BDF.parse(d.bdf): d.ppcie_current for d in devs if d.present and d.ppcie_capable}
+
+    async def set_cc(self, bdf, mode: str) -> None:
+        self.calls.append(("set_cc", str(bdf)))
+        self._dev(bdf, "CC").set_pending_cc(mode)
+
+    async def set_ppcie(self, bdf, mode: str) -> None:
+        self.calls.append(("set_ppcie", str(bdf)))
+        self._dev(bdf, "PPCIe").set_pending_ppcie(mode)
+
+    async def apply_cc(self, bdf, mode: str) -> str:
+        self.calls.append(("apply_cc", str(bdf)))
+        self._dev(bdf, "CC").set_pending_cc(mode)
+        await self._reset(bdf)
+        return self._dev(bdf, "CC").query_cc().current
+
+    async def apply_ppcie(self, bdf, mode: str) -> str:
+        self.calls.append(("apply_ppcie", str(bdf)))
+        self._dev(bdf, "PPCIe").set_pending_ppcie(mode)
+        await self._reset(bdf)
+        return self._dev(bdf, "PPCIe").query_cc().ppcie_current
+
+    async def reset(self, bdf) -> None:
+        self.calls.append(("reset", str(bdf)))
+        await self._reset(bdf)
+
+    async def _reset(self, bdf) -> None:
+        import asyncio
+
+        from ccgpu.hw.ccmode import CCBackendError
+
+        dev = self.host.gpu(str(bdf))
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._resetters, dev.reset)
+        except OSError as e:
+            raise CCBackendError(bdf, f"reset failed: {e}") from None

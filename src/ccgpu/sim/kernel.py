@@ -27,9 +27,15 @@ class KernelError(OSError):
         self.reason = reason
 
 
+def _c_string(buf: str) -> str:
+    """The written bytes as the kernel's C code sees them: up to the first NUL."""
+    return buf.split("\x00", 1)[0]
+
+
 def _one_line(buf: str) -> str:
-    """sysfs_streq: a single trailing newline on the written value is ignored."""
-    return buf[:-1] if buf.endswith("\n") else buf
+    """sysfs_streq: compared as a C string, a single trailing newline ignored."""
+    text = _c_string(buf)
+    return text[:-1] if text.endswith("\n") else text
 
 
 def find_device(state: HostState, buf: str) -> DeviceState | None:
@@ -157,7 +163,7 @@ def set_driver_override(dev: DeviceState, buf: str) -> None:
     value (e.g. "\\n") clears the override. The current binding is not touched."""
     if len(buf.encode()) >= PAGE_SIZE - 1:
         raise KernelError(errno.EINVAL, f"driver_override value of {len(buf)} bytes is too long")
-    value = buf.split("\n", 1)[0]
+    value = _c_string(buf).split("\n", 1)[0]
     dev.driver_override = value or None
 
 
@@ -261,18 +267,22 @@ _RESET_METHODS = ("device_specific", "acpi", "flr", "af_flr", "pm", "bus", "cxl_
 
 
 def set_reset_method(dev: DeviceState, supported: str, buf: str) -> None:
-    """reset_method_store: "default" restores the probed list; otherwise each name must be a method the device
-    supports (EINVAL naming none of them otherwise)."""
-    text = _one_line(buf).strip()
+    """reset_method_store (Linux 6.x): an empty value disables every reset method, "default" restores the probed
+    list, otherwise space-separated names each of which the device supports; any other name is EINVAL and
+    leaves the methods as they were."""
+    text = _one_line(buf)
+    if text == "":
+        dev.reset_method = ""
+        return
     if text == "default":
         dev.reset_method = supported
         return
     names = text.split()
     if not names or any(n not in _RESET_METHODS or n not in supported.split() for n in names):
         raise KernelError(
-            errno.EINVAL, f"reset_method {text!r}: supported methods are {supported!r} or 'default'"
+            errno.EINVAL, f"reset_method {text!r}: supported methods are {supported!r}, 'default' or empty"
         )
-    dev.reset_method = " ".join(names)
+    dev.reset_method = " ".join(dict.fromkeys(names))
 
 
 def remove_device(state: HostState, dev: DeviceState, buf: str) -> None:

@@ -47,7 +47,7 @@ class DeviceProfile:
     """One PCI function's attribute files, before per-device identifiers are filled in."""
 
     name: str
-    kind: str  # "gpu", "nvswitch" or "audio"
+    kind: str  # "gpu", "nvswitch", "audio" (a GPU's HDMI function) or "other" (not NVIDIA's)
     vendor: int
     device: int
     subsystem_vendor: int
@@ -101,17 +101,19 @@ def _parse_ls(text: str) -> dict[str, int]:
 
 
 def _parse_config_hex(text: str) -> bytes:
-    """The first 256 bytes of a config-space hex dump (`*` lines repeat the previous line, as hexdump writes).
+    """The first 256 bytes (the standard header) of a config-space hex dump.
 
-    Only the standard header is rebuilt: the dump carries no offsets, so where a `*` ends in the extended
-    space cannot be known.
+    The dump writes `*` for repeated lines, without offsets, so only what comes before the first `*` is known
+    exactly; a `*` after a line of zeros before offset 256 means zeros up to the extended space, anything else
+    cannot be rebuilt.
     """
     out = bytearray()
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
+    for line in text.splitlines():
         if line.strip() == "*":
-            if i + 1 < len(lines) and len(out) < 0xD0:
-                raise ProfileError("config.hex repeats lines inside the standard header; cannot rebuild it")
+            if any(out[-16:]):
+                raise ProfileError(
+                    "config.hex repeats a non-zero line in the standard header; cannot rebuild it"
+                )
             break
         out += bytes(int(b, 16) for b in line.split())
         if len(out) >= 256:
@@ -188,22 +190,24 @@ def derive(
     bars: tuple[Bar, ...] | None = None,
     link_speed: str | None = None,
     revision: int | None = None,
+    vendor: int | None = None,
 ) -> DeviceProfile:
     """A profile for another device id: the base's attribute files with the identifying ones rewritten."""
     class_code = base.class_code if class_code is None else class_code
     revision = base.revision if revision is None else revision
-    model = catalog.lookup(device, class_code)
+    vendor = base.vendor if vendor is None else vendor
+    kind = catalog.lookup(device, class_code).kind.value if vendor == catalog.NVIDIA_VENDOR_ID else "other"
     attrs = dict(base.attrs)
+    attrs["vendor"] = attrs["subsystem_vendor"] = _hex(vendor)
     attrs["device"] = _hex(device)
     attrs["subsystem_device"] = _hex(subsystem_device)
     attrs["class"] = _hex(class_code, 6)
     attrs["revision"] = _hex(revision, 2)
-    attrs["modalias"] = (
-        modalias(base.vendor, device, base.subsystem_vendor, subsystem_device, class_code) + "\n"
-    )
+    attrs["modalias"] = modalias(vendor, device, vendor, subsystem_device, class_code) + "\n"
     if link_speed:
         attrs["current_link_speed"] = attrs["max_link_speed"] = f"{link_speed}\n"
     config = bytearray(base.config)
+    config[0:2] = config[0x2C:0x2E] = vendor.to_bytes(2, "little")
     config[2:4] = device.to_bytes(2, "little")
     config[8] = revision
     config[9:12] = class_code.to_bytes(3, "little")
@@ -213,7 +217,9 @@ def derive(
     return replace(
         base,
         name=name,
-        kind=model.kind.value,
+        kind=kind,
+        vendor=vendor,
+        subsystem_vendor=vendor,
         device=device,
         subsystem_device=subsystem_device,
         class_code=class_code,
@@ -283,7 +289,18 @@ def device_profiles(fixtures: str) -> dict[str, DeviceProfile]:
     nvswitch_attrs["current_link_width"] = nvswitch_attrs["max_link_width"] = "4\n"
     nvswitch = replace(nvswitch, attrs=nvswitch_attrs)
     gh200 = derive(h100, "gh200", 0x2342, 0x16EB, bars=_bars(16 << 20, 512 * gib, 32 << 20))
-    return {p.name: p for p in (h100, h200, h100_pcie, h100_pcie_vga, h100_nvl, b200, nvswitch, gh200)}
+    nic = derive(
+        h100,
+        "connectx7",
+        0x1021,
+        0x0023,
+        class_code=0x020700,
+        bars=_bars(32 << 20),
+        vendor=0x15B3,
+        revision=0,
+    )
+    nic = replace(nic, default_driver="mlx5_core")
+    return {p.name: p for p in (h100, h200, h100_pcie, h100_pcie_vga, h100_nvl, b200, nvswitch, gh200, nic)}
 
 
 @dataclass(frozen=True)
@@ -309,11 +326,35 @@ class HostProfile:
     iommufd: bool = False  # /dev/iommu and vfio cdevs (/dev/vfio/devices/vfioN) besides the legacy groups
     gpu_driver: str | None = "nvidia"  # driver GPUs and NVSwitches start bound to; None = unbound
     nvidia_loaded: bool = True  # whether the nvidia module (and its pci driver) is loaded
-    kernel_release: str = "6.14.0-1011-ccgpu-sim"
+    kernel_release: str = "6.17.0-1004-ccgpu-sim"  # new enough for SEV-SNP (6.11) and TDX (6.16) hosts
     cpus: int = 64
     numa_nodes: int = 2
     extra_cmdline: tuple[str, ...] = ()
     reset_ms: int = 0  # how long every device's reset takes (per-device knob: SimDevice.set_reset_duration)
+    cc_mode: str = "off"  # CC mode the CC-capable GPUs booted in ("off", "on", "devtools")
+    ppcie_mode: str = "off"  # PPCIe mode the PPCIe-capable devices booted in ("off", "on")
+
+    def __post_init__(self) -> None:
+        tees = {"amd": ("snp", None), "intel": ("tdx", None), "arm": (None,)}
+        if self.cpu_vendor not in tees:
+            raise ProfileError(f"cpu_vendor {self.cpu_vendor!r}; accepted: {', '.join(tees)}")
+        if self.tee not in tees[self.cpu_vendor]:
+            accepted = ", ".join(str(t) for t in tees[self.cpu_vendor])
+            raise ProfileError(f"tee {self.tee!r} on a {self.cpu_vendor} CPU; accepted: {accepted}")
+        if self.gpu_driver not in ("nvidia", "vfio-pci", None):
+            raise ProfileError(f"gpu_driver {self.gpu_driver!r}; accepted: nvidia, vfio-pci, None (unbound)")
+        if self.cc_mode not in ("off", "on", "devtools") or self.ppcie_mode not in ("off", "on"):
+            raise ProfileError(
+                f"cc_mode {self.cc_mode!r} / ppcie_mode {self.ppcie_mode!r}; accepted: off, on, devtools / off, on"
+            )
+        if self.cc_mode != "off" and self.ppcie_mode != "off":
+            raise ProfileError("a GPU boots in CC mode or in PPCIe mode, not both")
+        if not isinstance(self.reset_ms, int) or self.reset_ms < 0:
+            raise ProfileError(f"reset_ms {self.reset_ms!r}; accepted: a whole number of milliseconds >= 0")
+        if self.cpus < 1 or self.numa_nodes < 1 or self.cpus % self.numa_nodes:
+            raise ProfileError(f"{self.cpus} CPUs do not split evenly over {self.numa_nodes} NUMA nodes")
+        if len({s.bdf for s in self.slots}) != len(self.slots):
+            raise ProfileError(f"profile {self.name}: two slots share one PCI address")
 
     @property
     def grace(self) -> bool:
@@ -329,6 +370,7 @@ def _hgx_slots(gpu: str, gpu_buses: tuple[int, ...], switch_buses: tuple[int, ..
     slots += [
         Slot(f"0000:{bus:02x}:00.0", "h100-nvswitch", iommu_group=60, numa_node=0) for bus in switch_buses
     ]
+    slots.append(Slot("0000:c1:00.0", "connectx7", iommu_group=70, numa_node=1))  # not NVIDIA's: left alone
     return tuple(slots)
 
 
@@ -375,6 +417,11 @@ HOST_PROFILES: dict[str, HostProfile] = {
             _hgx_slots("h100-pcie-vga", (0x41,)),
             numa_nodes=1,
             cpus=32,
+        ),
+        HostProfile(
+            "2xh100-nvl-snp",
+            "Two H100 NVL (0x2321, missing from NVIDIA's CC allowlist: gpu-operator#1851), AMD SEV-SNP, IOMMU on",
+            _hgx_slots("h100-nvl", (0x41, 0xC2)),
         ),
         HostProfile(
             "1xgh200-notee",

@@ -78,8 +78,9 @@ def _device(root: Path, state: HostState, dev: DeviceState) -> None:
     for name in ("remove", "rescan", "reset"):
         _write(d / name, "", dev.modes.get(name, 0o200))
     _write(d / "config", bytes.fromhex(dev.config_hex), 0o644)
-    _write(d / "power" / "control", "on\n", 0o644)
-    _write(d / "power" / "runtime_status", "active\n", 0o444)
+    for name, content, mode in (("control", "on\n", 0o644), ("runtime_status", "active\n", 0o444)):
+        if not (d / "power" / name).exists():  # runtime PM: written by tools (gpu-admin-tools sets "on")
+            _write(d / "power" / name, content, mode)
     _link(root, f"{dev.devdir}/subsystem", "sys/bus/pci")
     _link(root, bus_link, dev.devdir)
 

@@ -4,7 +4,7 @@
 The decisions are pure (`place`); `Scheduler` lists, binds and reports. A pod that fits nowhere gets the
 condition `PodScheduled=False, reason=Unschedulable` and a `FailedScheduling` Event whose message reads like
 kube-scheduler's: `0/4 nodes are available: 3 Insufficient nvidia.com/pgpu, 1 node(s) didn't match Pod's node
-affinity/selector.` Binding is a merge patch of `spec.nodeName` (the simulator has no `pods/binding`).
+affinity/selector.` Binding is a POST to `pods/<name>/binding`, as kube-scheduler does it.
 """
 
 from __future__ import annotations
@@ -182,12 +182,17 @@ class Scheduler:
                 acc[k] = acc.get(k, Decimal(0)) + v
 
     async def _bind(self, pod: dict[str, Any], node: str) -> None:
+        import msgspec  # lightkube's decoder
         from lightkube.resources.core_v1 import Pod
-        from lightkube.types import PatchType
 
         meta = pod["metadata"]
-        await self.client.patch(Pod, meta["name"], {"spec": {"nodeName": node}}, namespace=meta["namespace"],
-                                patch_type=PatchType.MERGE)
+        binding = Pod.Binding.from_dict({"apiVersion": "v1", "kind": "Binding",
+                                         "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+                                         "target": {"apiVersion": "v1", "kind": "Node", "name": node}})
+        try:
+            await self.client.create(binding, meta["name"], namespace=meta["namespace"])
+        except msgspec.ValidationError:
+            pass  # bound: the server answers a binding with a Status, which lightkube cannot read as a Binding
         self.bound += 1
         self._reported.pop(meta.get("uid", ""), None)
         await post_event(self.client, pod, "Normal", "Scheduled",

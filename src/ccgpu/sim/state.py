@@ -43,7 +43,7 @@ class DeviceState:
     """One PCI function of the simulated host."""
 
     bdf: str
-    kind: str  # gpu | nvswitch | audio
+    kind: str  # gpu | nvswitch | audio | other
     profile: str
     devdir: str  # root-relative sys/devices/... directory
     vendor: int
@@ -73,6 +73,7 @@ class DeviceState:
     resets: int = 0  # how many resets succeeded
     resetting: bool = False
     reset_method: str = "flr"
+    default_driver: str = "nvidia"  # the driver whose id table matches it (what a rescan binds)
 
 
 @dataclass

@@ -173,3 +173,58 @@ def test_arbitrary_bodies_never_crash_the_server_or_corrupt_state(body, method, 
                 assert r2.status == 200
 
     asyncio.run(scenario())
+
+
+async def test_schema_defaults_are_applied_and_alternatives_checked(http):
+    from apiserver_helpers import widget_crd
+
+    crd = widget_crd()
+    spec_schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    spec_schema["properties"]["mode"] = {"type": "string", "default": "on"}
+    spec_schema["properties"]["port"] = {"anyOf": [{"type": "integer"}, {"type": "string"}],
+                                         "x-kubernetes-int-or-string": True}
+    spec_schema["properties"]["limits"] = {"type": "object", "properties": {"gpus": {"type": "integer",
+                                                                                        "default": 1}}}
+    assert (await http.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd))[0] == 201
+    status, w = await http.post(WIDGETS, {**widget("w"), "spec": {"size": 1, "limits": {}}})
+    assert status == 201 and w["spec"] == {"size": 1, "mode": "on", "limits": {"gpus": 1}}
+    status, body = await http.post(WIDGETS, {**widget("w2"), "spec": {"size": 1, "port": [1]}})
+    assert status == 422 and "spec.port" in body["message"]
+
+
+async def test_unknown_fields_are_reported_in_a_warning_header_under_warn(http, crd, api):
+    async with http.session.post(api.url + WIDGETS, json={**widget("w"), "spec": {"size": 1, "extra": 1}},
+                                 params={"fieldValidation": "Warn"}) as r:
+        assert r.status == 201
+        assert r.headers["Warning"] == '299 - "unknown field \\"spec.extra\\""'
+
+
+segments = st.sampled_from(["api", "apis", "v1", "apps", "nodes", "namespaces", "default", "pods", "status",
+                            "binding", "finalize", "x", "", "example.com", "widgets", "..", "%2F", "watch"])
+query_keys = st.sampled_from(["watch", "labelSelector", "fieldSelector", "limit", "continue", "resourceVersion",
+                              "timeoutSeconds", "dryRun", "fieldManager", "force", "propagationPolicy",
+                              "allowWatchBookmarks", "sendInitialEvents", "fieldValidation"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(path=st.lists(segments, min_size=1, max_size=6),
+       query=st.dictionaries(query_keys, st.text(max_size=6), max_size=3),
+       method=st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE"]))
+def test_arbitrary_paths_and_queries_get_a_status_never_a_500(path, query, method):
+    import asyncio
+
+    import aiohttp
+
+    from ccgpu.sim.apiserver import ApiServer
+
+    async def scenario():
+        async with ApiServer() as api, aiohttp.ClientSession() as s:
+            await s.post(api.url + NODES, json=node("n"))
+            params = {**query, "timeoutSeconds": "1"} if query.get("watch") else query
+            async with s.request(method, api.url + "/" + "/".join(path), params=params,
+                                 data=json.dumps(node("n")), headers={"Content-Type": "application/json"},
+                                 timeout=aiohttp.ClientTimeout(total=10)) as r:
+                assert r.status < 500, await r.text()
+                await r.read()
+
+    asyncio.run(scenario())

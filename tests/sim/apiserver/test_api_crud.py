@@ -186,3 +186,120 @@ async def test_namespace_deletion_removes_its_contents_then_itself(http, api):
 
     await wait_for(gone)
     assert (await http.get("/api/v1/namespaces/tmp/configmaps/c"))[0] == 404
+
+
+async def test_events_posted_through_either_api_are_listed_by_both(http):
+    core = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e1"}, "reason": "CCModeSet",
+            "message": "cc mode on", "type": "Normal", "involvedObject": {"kind": "Node", "name": "n1"},
+            "source": {"component": "ccgpu"}}
+    v1 = {"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e2"}, "reason": "Reset",
+          "note": "gpu reset", "type": "Warning", "regarding": {"kind": "Node", "name": "n1"},
+          "reportingController": "ccgpu.dev/cc-manager", "reportingInstance": "n1", "action": "Reset",
+          "eventTime": "2026-11-26T00:00:00.000000Z"}
+    assert (await http.post("/api/v1/namespaces/default/events", core))[0] == 201
+    status, created = await http.post("/apis/events.k8s.io/v1/namespaces/default/events", v1)
+    assert status == 201 and created["note"] == "gpu reset" and created["regarding"]["name"] == "n1"
+    _, core_list = await http.get("/api/v1/namespaces/default/events")
+    by_name = {e["metadata"]["name"]: e for e in core_list["items"]}
+    assert by_name["e2"]["message"] == "gpu reset" and by_name["e2"]["reportingComponent"] == "ccgpu.dev/cc-manager"
+    _, v1_list = await http.get("/apis/events.k8s.io/v1/namespaces/default/events",
+                                fieldSelector="regarding.name=n1,reason=CCModeSet")
+    assert [(e["metadata"]["name"], e["note"], e["deprecatedSource"]) for e in v1_list["items"]] == [
+        ("e1", "cc mode on", {"component": "ccgpu"})]
+    status, patched = await http.patch("/apis/events.k8s.io/v1/namespaces/default/events/e1", {"note": "edited"})
+    assert status == 200 and patched["note"] == "edited"
+    assert (await http.get("/api/v1/namespaces/default/events/e1"))[1]["message"] == "edited"
+
+
+async def test_delete_collection_removes_only_the_selected_objects(http):
+    for name, tier in (("a", "x"), ("b", "x"), ("c", "y")):
+        await http.post(NODES, node(name, tier=tier))
+    status, body = await http.delete(NODES, labelSelector="tier=x")
+    assert status == 200 and sorted(o["metadata"]["name"] for o in body["items"]) == ["a", "b"]
+    _, rest = await http.get(NODES)
+    assert [o["metadata"]["name"] for o in rest["items"]] == ["c"]
+
+
+async def test_crd_versions_share_storage_and_each_serves_its_api_version(http):
+    from apiserver_helpers import WIDGET_CRD, widget_crd
+
+    v1 = WIDGET_CRD["spec"]["versions"][0]
+    crd = widget_crd(versions=[{**v1, "name": "v1beta1", "storage": False}, v1])
+    assert (await http.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd))[0] == 201
+    await http.post(WIDGETS, widget("w", size=2))
+    status, old = await http.get("/apis/example.com/v1beta1/namespaces/default/widgets/w")
+    assert status == 200 and old["apiVersion"] == "example.com/v1beta1" and old["spec"] == {"size": 2}
+    _, groups = await http.get("/apis/example.com")
+    assert groups["preferredVersion"]["version"] == "v1"
+
+
+PODS = "/api/v1/namespaces/default/pods"
+
+
+def pod(name: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "busybox:1"}]}}
+
+
+async def test_pod_spec_is_immutable_except_images_and_added_tolerations(http):
+    await http.post(PODS, pod("p"))
+    status, body = await http.patch(PODS + "/p", {"spec": {"nodeName": "n1"}})
+    assert status == 422 and "pod updates may not change fields other than" in body["message"]
+    status, p = await http.patch(PODS + "/p", {"spec": {"containers": [{"name": "c", "image": "busybox:2"}],
+                                                        "tolerations": [{"key": "k", "operator": "Exists"}]}},
+                                 ctype="application/strategic-merge-patch+json")
+    assert status == 200 and p["spec"]["containers"][0]["image"] == "busybox:2"
+
+
+async def test_binding_assigns_a_pod_to_a_node_once(http):
+    await http.post(PODS, pod("p"))
+    binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"},
+               "target": {"apiVersion": "v1", "kind": "Node", "name": "n1"}}
+    status, body = await http.post(PODS + "/p/binding", binding)
+    assert status == 201 and body["status"] == "Success"
+    _, p = await http.get(PODS + "/p")
+    assert p["spec"]["nodeName"] == "n1"
+    assert {c["type"]: c["status"] for c in p["status"]["conditions"]} == {"PodScheduled": "True"}
+    status, body = await http.post(PODS + "/p/binding", binding)
+    assert status == 409 and 'already assigned to node "n1"' in body["message"]
+
+
+async def test_daemonset_selector_is_immutable(http):
+    ds = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "d"},
+          "spec": {"selector": {"matchLabels": {"app": "d"}},
+                   "template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": []}}}}
+    await http.post("/apis/apps/v1/namespaces/default/daemonsets", ds)
+    status, body = await http.patch("/apis/apps/v1/namespaces/default/daemonsets/d",
+                                    {"spec": {"selector": {"matchLabels": {"app": "e"}}}})
+    assert status == 422 and "spec.selector" in body["message"] and "field is immutable" in body["message"]
+
+
+async def test_pages_of_a_list_are_one_snapshot_even_when_objects_change_between_pages(http):
+    for i in range(4):
+        await http.post(NODES, node(f"n{i}", v="0"))
+    _, first = await http.get(NODES, limit=2)
+    await http.patch(NODES + "/n3", {"metadata": {"labels": {"v": "1"}}})
+    await http.delete(NODES + "/n2")
+    await http.post(NODES, node("n4"))
+    _, second = await http.get(NODES, limit=10, **{"continue": first["metadata"]["continue"]})
+    assert [(o["metadata"]["name"], o["metadata"]["labels"]["v"]) for o in second["items"]] == [("n2", "0"),
+                                                                                                ("n3", "0")]
+    assert second["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
+
+
+async def test_continue_token_older_than_the_window_is_410_expired(http, api):
+    for i in range(3):
+        await http.post(NODES, node(f"n{i}"))
+    _, first = await http.get(NODES, limit=1)
+    await http.patch(NODES + "/n1", {"metadata": {"labels": {"x": "y"}}})
+    api.compact()
+    status, body = await http.get(NODES, limit=1, **{"continue": first["metadata"]["continue"]})
+    assert status == 410 and body["reason"] == "Expired"
+    assert body["message"].startswith("The provided continue parameter is too old")
+
+
+async def test_exact_resource_version_list_reads_the_past(http):
+    _, n = await http.post(NODES, node("n", v="old"))
+    await http.patch(NODES + "/n", {"metadata": {"labels": {"v": "new"}}})
+    _, past = await http.get(NODES, resourceVersion=n["metadata"]["resourceVersion"], resourceVersionMatch="Exact")
+    assert [o["metadata"]["labels"]["v"] for o in past["items"]] == ["old"]

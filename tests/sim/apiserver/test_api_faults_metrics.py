@@ -25,6 +25,9 @@ async def test_metrics_count_requests_per_verb_and_resource(http, api):
     assert api.metrics.count("get", "nodes") == 2 and api.metrics.count("get", "nodes", code=404) == 1
     assert api.metrics.count("list", "nodes") == 1
     assert api.metrics.writes("nodes") == 2
+    async for _ in watch_events(http.session, api.url + NODES, timeoutSeconds=1):
+        break
+    assert api.metrics.count("watch", "nodes") == 1
     status, text = await http.get("/metrics")
     assert status == 200
     assert 'apiserver_request_total{verb="patch",resource="nodes",code="200"} 1' in text

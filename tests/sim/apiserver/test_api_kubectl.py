@@ -47,7 +47,15 @@ class Kubectl:
     def apply(self, obj: dict, *extra: str) -> subprocess.CompletedProcess[str]:
         path = self.workdir / f"{obj['metadata']['name']}.yaml"
         path.write_text(yaml.safe_dump(obj))
-        return self("apply", "--server-side", "-f", str(path), *extra)
+        return self("apply", "--server-side", "-f", str(path), *extra, *self.validate_flags())
+
+    def validate_flags(self) -> tuple[str, ...]:
+        """kubectl before 1.26 validates client-side from protobuf OpenAPI v2, which the simulator does not
+        serve (Debian bookworm ships kubectl 1.20); newer ones ask the server to validate (fieldValidation)."""
+        if not hasattr(self, "_minor"):
+            out = json.loads(self("version", "--client", "-o", "json").stdout)
+            self._minor = int("".join(ch for ch in out["clientVersion"]["minor"] if ch.isdigit()) or 0)
+        return ("--validate=false",) if self._minor < 26 else ()
 
 
 @pytest.fixture
@@ -66,7 +74,7 @@ def rows(output: str) -> list[list[str]]:
 
 
 def test_kubectl_version_and_api_resources_discovery(kubectl):
-    assert "Server Version: v1.32.0" in kubectl("version").stdout
+    assert "v1.32.0-ccgpu-sim" in kubectl("version").stdout
     names = {r[0] for r in rows(kubectl("api-resources", "--no-headers").stdout)}
     assert {"nodes", "pods", "namespaces", "daemonsets", "runtimeclasses", "leases",
             "customresourcedefinitions", "events"} <= names
@@ -167,3 +175,28 @@ def test_kubectl_get_watch_prints_each_change(kubectl):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_kubectl_create_generators_send_protobuf_that_the_server_decodes(kubectl):
+    assert "namespace/team-a created" in kubectl("create", "namespace", "team-a").stdout
+    kubectl("create", "configmap", "c1", "-n", "team-a", "--from-literal=mode=on")
+    kubectl("create", "secret", "generic", "s1", "-n", "team-a", "--from-literal=pw=x")
+    kubectl("create", "serviceaccount", "robot", "-n", "team-a")
+    cm = json.loads(kubectl("get", "configmap", "c1", "-n", "team-a", "-o", "json").stdout)
+    assert cm["data"] == {"mode": "on"} and "generateName" not in cm["metadata"]
+    assert json.loads(kubectl("get", "secret", "s1", "-n", "team-a", "-o", "json").stdout)["data"] == {"pw": "eA=="}
+    assert rows(kubectl("get", "sa", "-n", "team-a").stdout)[1][0] == "robot"
+    r = kubectl("create", "deployment", "d", "--image=x", ok=False)
+    assert r.returncode != 0 and "send JSON or YAML" in r.stderr
+
+
+def test_kubectl_cordon_and_drain_evict_the_pods_on_a_node(kubectl, server):
+    kubectl.apply(NODE)
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "gpu-pod", "namespace": "default"},
+           "spec": {"nodeName": "gpu-node-1", "containers": [{"name": "c", "image": "busybox"}]}}
+    kubectl.apply(pod)
+    out = kubectl("drain", "gpu-node-1", "--ignore-daemonsets", "--force", "--timeout=20s")
+    assert "pod/gpu-pod evicted" in out.stdout and "node/gpu-node-1 drained" in out.stdout
+    assert server.metrics.count("create", "pods/eviction") == 1
+    assert server.get("v1", "Pod", "gpu-pod", "default") is None
+    assert server.get("v1", "Node", "gpu-node-1")["spec"]["unschedulable"] is True

@@ -180,6 +180,20 @@ async def _scenario(ops: list[tuple[str, str, str]], writers: int) -> None:
                                     resourceVersion=str(mid), timeoutSeconds=1)
             assert seen(resumed) == [r for r in ref if r[2] > mid]
 
+        # Listing at any past version shows exactly the objects as they were then.
+        for _, _, at in ref[:: max(1, len(ref) // 4)]:
+            expected: dict[str, int] = {}
+            for etype, name, rv in ref:
+                if rv > at:
+                    break
+                if etype == "DELETED":
+                    expected.pop(name, None)
+                else:
+                    expected[name] = rv
+            past = await (await session.get(api.url + NODES, params={"resourceVersion": str(at),
+                                                                     "resourceVersionMatch": "Exact"})).json()
+            assert {o["metadata"]["name"]: int(o["metadata"]["resourceVersion"]) for o in past["items"]} == expected
+
         # After compaction an old version is refused with 410; a re-list then a watch from its version recovers.
         await session.post(api.url + NODES, json=node("late", color="a"))
         api.compact()
@@ -199,3 +213,17 @@ async def _scenario(ops: list[tuple[str, str, str]], writers: int) -> None:
 @given(ops=st.lists(op_strategy, min_size=1, max_size=30), writers=st.integers(1, 4))
 def test_watch_sees_every_committed_write_once_in_order_under_concurrent_writers(ops, writers):
     asyncio.run(asyncio.wait_for(_scenario(ops, writers), 30))
+
+
+async def test_namespaced_watch_sees_only_its_namespace(http, api):
+    await http.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}})
+    rv = str(api.store.rv)
+    for ns in ("other", "default"):
+        await http.post(f"/api/v1/namespaces/{ns}/configmaps",
+                        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"c-{ns}"}})
+    evs = await asyncio.wait_for(collect(http.session, api.url + "/api/v1/namespaces/default/configmaps",
+                                         lambda e, o: True, resourceVersion=rv), 5)
+    assert [e["object"]["metadata"]["name"] for e in evs] == ["c-default"]
+    evs = await asyncio.wait_for(collect(http.session, api.url + "/api/v1/configmaps", lambda e, o: len(o) == 2,
+                                         resourceVersion=rv), 5)
+    assert [e["object"]["metadata"]["name"] for e in evs] == ["c-other", "c-default"]

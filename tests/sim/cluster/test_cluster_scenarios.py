@@ -58,8 +58,6 @@ async def test_gpu_falling_off_the_bus_drops_allocatable_and_pods_go_elsewhere(w
         await c.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="found by this scenario: ccgpu.agents.cc_manager resets a GPU whose VFIO group "
-                   "a running VM holds open (cc.mode.state becomes off under the pod); issue 4 must check holders")
 async def test_cc_switch_while_a_pod_holds_the_gpu_never_yanks_it(workdir):
     """operands.md §8: NVIDIA's stack resets/unbinds GPUs under a running VM; here the VM must keep its GPU."""
     c = await converged("1x1xh200-snp", workdir)

@@ -57,7 +57,9 @@ def problems(fs: Sysfs, ident: DeviceIdentity, specs: SpecCache) -> list[str]:
     for bdf in ident.bdfs:
         driver = bound_driver(fs, bdf)
         if not cdi.is_vfio_driver(driver):
-            found.append(f"{bdf} is bound to {driver or 'no driver'}, not vfio-pci")
+            found.append(
+                f"{bdf} is bound to {driver or 'no driver'}, not a VFIO driver (vfio-pci or a *_vfio_pci variant)"
+            )
     for node, rel in zip(ident.nodes, ident.node_paths, strict=True):
         if not fs.exists(rel):
             found.append(f"device node {node} is missing")

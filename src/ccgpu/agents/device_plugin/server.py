@@ -10,6 +10,7 @@ advertised IDs are the spec's device names), and re-checks their health every ti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -34,12 +35,43 @@ API_VERSION = "v1beta1"
 HEALTHY = "Healthy"
 UNHEALTHY = "Unhealthy"
 KUBELET_SOCKET = "kubelet.sock"
+REGISTER_TIMEOUT_S = 1.0
+ONCE_REGISTER_DEADLINE_S = 30.0  # `--once` waits this long for the kubelet; the long-running agent never gives up
 DEFAULT_PLUGIN_DIR = "/var/lib/kubelet/device-plugins"
 OPTIONS = pb.DevicePluginOptions(pre_start_required=False, get_preferred_allocation_available=True)
 
 
 class RegistrationError(RuntimeError):
-    """The kubelet refused the registration (wrong version, resource held by another plugin): exit."""
+    """The kubelet refused the registration (wrong version, resource held by another plugin), or `--once` found
+    no kubelet to register with: exit. A kubelet that is merely away is waited for, never a reason to exit."""
+
+
+class RegistrationBackoff:
+    """When to try registering again: at once after a (re)start or when `kubelet.sock` is a new file (the
+    kubelet came back), else after a delay that doubles from `first_s` up to `max_s` while it stays away."""
+
+    def __init__(self, first_s: float = 0.05, max_s: float = 5.0, clock: Callable[[], float] = time.monotonic):
+        self.first_s, self.max_s, self.clock = first_s, max_s, clock
+        self.reset()
+
+    def reset(self) -> None:
+        self.delay_s = 0.0
+        self._next_at = float("-inf")
+        self._failed_on: int | None = None
+
+    def failed(self, kubelet_inode: int | None) -> bool:
+        """Record a failed attempt; True when the delay grew (worth a log line), False once at its cap."""
+        grew = self.delay_s < self.max_s
+        self.delay_s = min(self.max_s, max(self.first_s, self.delay_s * 2))
+        self._next_at = self.clock() + self.delay_s
+        self._failed_on = kubelet_inode
+        return grew
+
+    def due(self, kubelet_inode: int | None) -> bool:
+        """Whether to attempt now: never without a kubelet socket; at once for a socket file not yet tried."""
+        if kubelet_inode is None:
+            return False
+        return kubelet_inode != self._failed_on or self.clock() >= self._next_at
 
 
 def socket_name(resource: str) -> str:
@@ -68,7 +100,10 @@ class ResourceServer(pb_grpc.DevicePluginServicer):
         self._changed = asyncio.Condition()
         self._server: grpc.aio.Server | None = None
         self._socket_inode: int | None = None
-        self._kubelet_inode: int | None = None
+        self._kubelet_inode: int | None = None  # kubelet.sock's inode when registered; None: not registered
+        self._registering: asyncio.Task[bool] | None = None
+        self._retry = RegistrationBackoff()
+        self._said_absent = False  # logged that kubelet.sock is missing (once per absence)
         self.registrations = 0
 
     # --- state ------------------------------------------------------------------------------------
@@ -151,40 +186,72 @@ class ResourceServer(pb_grpc.DevicePluginServicer):
         self._socket_inode = _inode(self.socket_path)
         log.info("serving %s on %s", self.resource, self.socket_path)
 
-    async def register(self, deadline_s: float = 30.0) -> None:
-        """Register with the kubelet, retrying while its socket is absent or not yet answering."""
+    async def register(self) -> bool:
+        """One registration attempt: True when the kubelet accepted it, False when the kubelet is not answering
+        (absent, restarting; the caller retries later). A refusal raises RegistrationError."""
         kubelet = self.plugin_dir / KUBELET_SOCKET
         req = pb.RegisterRequest(
             version=API_VERSION, endpoint=self.socket_path.name, resource_name=self.resource, options=OPTIONS
         )
-        give_up = time.monotonic() + deadline_s
-        while True:
-            try:
-                async with grpc.aio.insecure_channel(f"unix://{kubelet}") as channel:
-                    await pb_grpc.RegistrationStub(channel).Register(req, timeout=1.0)
-                break
-            except grpc.aio.AioRpcError as e:
-                if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    raise RegistrationError(f"kubelet refused {self.resource}: {e.details()}") from None
-                if time.monotonic() > give_up:
-                    raise RegistrationError(f"kubelet at {kubelet} did not answer for {deadline_s:.0f} s") from None
-                await asyncio.sleep(0.02)  # retry: the kubelet is (re)starting
-        self._kubelet_inode = _inode(kubelet)
+        inode = _inode(kubelet)
+        if inode is None:
+            return False
+        try:
+            async with grpc.aio.insecure_channel(f"unix://{kubelet}") as channel:
+                await pb_grpc.RegistrationStub(channel).Register(req, timeout=REGISTER_TIMEOUT_S)
+        except grpc.aio.AioRpcError as e:
+            if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise RegistrationError(f"kubelet refused {self.resource}: {e.details()}") from None
+            return False
+        self._kubelet_inode = inode
         self.registrations += 1
         log.info("registered %s with the kubelet (endpoint %s)", self.resource, req.endpoint)
+        return True
+
+    @property
+    def registered(self) -> bool:
+        return self._kubelet_inode is not None
 
     async def start(self) -> None:
+        """Serve on a fresh socket and register in the background (the caller's pass never waits on it)."""
         await self.serve()
-        await self.register()
+        self._kubelet_inode = None
+        self._retry.reset()
 
     async def ensure_registered(self) -> None:
-        """Kubelet restart wipes the socket directory: re-serve on a fresh socket and register again."""
+        """Keep serving and registered without ever blocking a pass on the kubelet.
+
+        A kubelet restart wipes the socket directory: serve again on a fresh socket and register again. While
+        the kubelet is away, retry with backoff (capped, so a long outage costs one connect every few seconds);
+        a new `kubelet.sock` (the kubelet came back) is tried at once. A refusal raises from here.
+        """
         if _inode(self.socket_path) != self._socket_inode or self._server is None:
             log.info("%s vanished (kubelet restart?): serving again", self.socket_path)
             await self.start()
-        elif _inode(self.plugin_dir / KUBELET_SOCKET) not in (self._kubelet_inode, None):
-            log.info("kubelet socket replaced: registering %s again", self.resource)
-            await self.register()
+        elif self._kubelet_inode is not None and _inode(self.plugin_dir / KUBELET_SOCKET) != self._kubelet_inode:
+            log.info("kubelet socket replaced or gone: registering %s again", self.resource)
+            self._kubelet_inode = None
+            self._retry.reset()
+        task = self._registering
+        if task is not None:
+            if not task.done():
+                return
+            self._registering = None
+            if task.result():  # re-raises a RegistrationError
+                return
+            if self._retry.failed(_inode(self.plugin_dir / KUBELET_SOCKET)):
+                log.warning(
+                    "kubelet at %s not answering; still serving %s, next registration attempt in %.2f s",
+                    self.plugin_dir / KUBELET_SOCKET, self.resource, self._retry.delay_s,
+                )
+        if self._kubelet_inode is not None:
+            return
+        kubelet_inode = _inode(self.plugin_dir / KUBELET_SOCKET)
+        if kubelet_inode is None and not self._said_absent:
+            log.info("no %s yet; serving %s and registering once the kubelet is back", KUBELET_SOCKET, self.resource)
+        self._said_absent = kubelet_inode is None
+        if self._retry.due(kubelet_inode):
+            self._registering = asyncio.get_running_loop().create_task(self.register())
 
     async def _stop_server(self) -> None:
         if self._server is not None:
@@ -192,6 +259,11 @@ class ResourceServer(pb_grpc.DevicePluginServicer):
             self._server = None
 
     async def stop(self) -> None:
+        if self._registering is not None:
+            self._registering.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RegistrationError):
+                await self._registering
+            self._registering = None
         await self._stop_server()
         if _inode(self.socket_path) == self._socket_inode:
             self.socket_path.unlink(missing_ok=True)
@@ -237,7 +309,7 @@ class DevicePluginAgent:
     ) -> None:
         self.config = config
         self.fs = fs or Sysfs(config.host_root)
-        self.discover = discover or cdi.discover_devices
+        self.discover = discover or cdi.DeviceDiscovery()
         self.specs = health.SpecCache(self.fs, config.cdi_dir)
         self.servers: dict[str, ResourceServer] = {}
         self.advertised: dict[tuple[str, str], DeviceIdentity] = {}
@@ -295,7 +367,7 @@ class DevicePluginAgent:
                 await server.start()
             else:
                 await server.set_devices(devs, healthy)
-                await server.ensure_registered()
+            await server.ensure_registered()
         self.ticks += 1
 
     def _retire_renamed(self, key: tuple[str, str], ident: DeviceIdentity) -> None:
@@ -313,10 +385,17 @@ class DevicePluginAgent:
         try:
             if self.config.wait_for_validations and not await self.wait_until_ready(stop):
                 return
+            give_up = time.monotonic() + ONCE_REGISTER_DEADLINE_S
             while not stop.is_set():
                 await self.tick()
-                if once:
+                if once and all(server.registered for server in self.servers.values()):
                     return
+                if once and time.monotonic() > give_up:
+                    raise RegistrationError(
+                        f"the kubelet at {Path(self.config.plugin_dir) / KUBELET_SOCKET} did not accept "
+                        f"{', '.join(sorted(k for k, v in self.servers.items() if not v.registered))} "
+                        f"within {ONCE_REGISTER_DEADLINE_S:.0f} s"
+                    )
                 await _wait(stop, self.config.health_period_s)
         finally:
             for server in self.servers.values():

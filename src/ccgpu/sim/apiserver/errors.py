@@ -78,10 +78,10 @@ def gone(message: str) -> ApiError:
     return ApiError(410, "Expired", message)
 
 
-def unsupported_media_type(content_type: str, accepted: list[str]) -> ApiError:
+def unsupported_media_type(content_type: str, accepted: list[str], why: str = "") -> ApiError:
     return ApiError(415, "UnsupportedMediaType",
                     f"the body of the request was in an unknown format - accepted media types include: "
-                    f"{', '.join(accepted)}")
+                    f"{', '.join(accepted)}" + (f" ({why})" if why else ""))
 
 
 def _details(resource: str, group: str, name: str) -> dict[str, Any]:

@@ -69,6 +69,8 @@ class GarbageCollector:
             refs = obj["metadata"].get("ownerReferences") or []
             if not refs:
                 continue
+            if store.get(rt.key, obj["metadata"].get("namespace", ""), obj["metadata"]["name"]) is not obj:
+                continue  # changed or removed earlier in this round (e.g. with its CRD): next round sees it
             keep, delete_now = [], False
             live_owner = False
             for ref in refs:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
@@ -24,7 +24,7 @@ class ResourceType:
     schema: Mapping[str, Any] | None = None  # openAPIV3Schema for custom kinds
     printer_columns: tuple[Mapping[str, Any], ...] = ()
     name_rule: str = "subdomain"  # "label" for namespaces
-    extra_subresources: tuple[str, ...] = field(default=())
+    storage: tuple[str, str] | None = None  # another type's storage, served through a conversion
 
     @property
     def api_version(self) -> str:
@@ -33,7 +33,7 @@ class ResourceType:
     @property
     def key(self) -> tuple[str, str]:
         """Storage key: all served versions of one group/plural share their objects."""
-        return (self.group, self.plural)
+        return self.storage or (self.group, self.plural)
 
     @property
     def list_kind(self) -> str:
@@ -56,6 +56,11 @@ class ResourceType:
         if self.status:
             out.append({"name": f"{self.plural}/status", "singularName": "", "namespaced": self.namespaced,
                         "kind": self.kind, "verbs": ["get", "patch", "update"]})
+        if self.key == ("", "pods"):
+            out.append({"name": "pods/binding", "singularName": "", "namespaced": True, "kind": "Binding",
+                        "verbs": ["create"]})
+            out.append({"name": "pods/eviction", "singularName": "", "namespaced": True, "group": "policy",
+                        "version": "v1", "kind": "Eviction", "verbs": ["create"]})
         return out
 
 
@@ -75,7 +80,7 @@ BUILTINS: tuple[ResourceType, ...] = (
     _t("apps", "v1", "daemonsets", "DaemonSet", True, short_names=("ds",), status=True, categories=("all",)),
     _t("apps", "v1", "deployments", "Deployment", True, short_names=("deploy",), status=True,
        categories=("all",)),
-    _t("events.k8s.io", "v1", "events", "Event", True, short_names=("ev",)),
+    _t("events.k8s.io", "v1", "events", "Event", True, short_names=("ev",), storage=("", "events")),
     _t("node.k8s.io", "v1", "runtimeclasses", "RuntimeClass", False),
     _t("coordination.k8s.io", "v1", "leases", "Lease", True),
     _t("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .conversion import field_path_to_core
 from .errors import bad_request
 from .validation import label_key_errors, label_value_errors
 
@@ -160,6 +161,8 @@ def parse_field_selector(text: str | None, group: str, plural: str, custom: bool
         path, op, value = m.groups()
         if path not in allowed:
             raise bad_request(f'field label not supported: {path} (supported: {", ".join(allowed)})')
+        if (group, plural) == ("events.k8s.io", "events"):
+            path = field_path_to_core(path)  # stored as core/v1 Events
         reqs.append(FieldRequirement(path, op == "!=", value))
     return tuple(reqs)
 

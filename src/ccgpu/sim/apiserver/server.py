@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import errors, openapi
+from . import discovery, errors, openapi, protobuf
 from .errors import ApiError
 from .faults import Faults
 from .gc import GarbageCollector
@@ -31,10 +31,13 @@ from .tables import to_table
 from .verbs import APPLY, Verbs
 
 log = logging.getLogger(__name__)
+CLIENT_CLOSED_REQUEST = 499  # metrics code for a request whose client left before the answer (nginx's convention)
 
 K8S_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-ccgpu-sim", "gitCommit": "ccgpu-sim",
                "gitTreeState": "clean", "buildDate": "2026-11-26T00:00:00Z", "goVersion": "go1.23.0",
                "compiler": "gc", "platform": "linux/amd64"}
+MAX_BODY = 64 * 1024 * 1024
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 _TRUE = ("true", "1", "True")
 
@@ -42,6 +45,10 @@ _TRUE = ("true", "1", "True")
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(body=json.dumps(body, separators=(",", ":")).encode(), status=status,
                         content_type="application/json", headers=headers)
+
+
+def _raw_json(text: str, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=text.encode(), status=status, content_type="application/json", headers=headers)
 
 
 class _Route:
@@ -62,8 +69,7 @@ class ApiApp:
         self.store = Store(window=watch_window)
         self.metrics = Metrics()
         self.faults = Faults(seed)
-        self.gc: GarbageCollector | None = None
-        self.verbs = Verbs(self.registry, self.store, seed, on_delete=lambda: self.gc and self.gc.kick())
+        self.verbs = Verbs(self.registry, self.store, seed, on_delete=self._deleted)
         self.gc = GarbageCollector(self.verbs)
         self.bookmark_interval = bookmark_interval
         self.address = "127.0.0.1:0"
@@ -72,16 +78,24 @@ class ApiApp:
         for ns in namespaces:
             self.verbs.create(ns_type, "", {"metadata": {"name": ns}}, field_manager="kube-apiserver")
 
-    def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        return app
+    def _deleted(self) -> None:
+        """A deletion happened or started: dependents, foreground owners and namespaces may need collecting."""
+        self.gc.kick()
+
+    def make_server(self) -> web.Server:
+        """A low-level aiohttp server: every path goes to `handle`, which routes by itself (no router)."""
+
+        def request_factory(message, payload, protocol, writer, task):  # type: ignore[no-untyped-def]
+            return web.BaseRequest(message, payload, protocol, writer, task, asyncio.get_running_loop(),
+                                   client_max_size=MAX_BODY)
+
+        return web.Server(self.handle, request_factory=request_factory, access_log=None)
 
     # --- entry ---------------------------------------------------------------------------------------
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
         try:
-            disc = self._discovery(path)
+            disc = self._discovery(path, request.headers.get("Accept", ""))
             if disc is not None:
                 if request.method != "GET":
                     raise errors.method_not_allowed()
@@ -96,8 +110,6 @@ class ApiApp:
         verb = self._verb(request, route)
         resource = route.rt.plural + (f"/{route.subresource}" if route.subresource else "")
         code = 500
-        if verb == "watch":  # a watch is counted when it starts: it may stream for as long as the client likes
-            self.metrics.record(verb, resource, 200)
         try:
             delay = self.faults.latency_for(verb, resource)
             if delay:
@@ -111,63 +123,59 @@ class ApiApp:
         except ApiError as e:
             code = e.code
             return _json(e.status(), e.code)
+        except ConnectionError:  # the client left mid-response: normal, nothing to report or answer
+            log.debug("client left during %s %s", request.method, request.path_qs)
+            code = CLIENT_CLOSED_REQUEST
+            return web.Response(status=CLIENT_CLOSED_REQUEST)
         except Exception as e:  # never let a bug take the server down; answer as the real one would
             log.exception("internal error serving %s %s", request.method, request.path_qs)
             code = 500
             return _json(ApiError(500, "InternalError", f"Internal error occurred: {e}").status(), 500)
         finally:
-            if verb != "watch" or code != 200:
+            if verb != "watch" or code != 200:  # a streaming watch was counted when it started
                 self.metrics.record(verb, resource, code)
 
     # --- discovery -----------------------------------------------------------------------------------
-    def _discovery(self, path: str) -> web.Response | None:
+    def _discovery(self, path: str, accept: str) -> web.Response | None:
+        reg = self.registry
         if path == "/version":
             return _json(K8S_VERSION)
+        if path in ("/api", "/apis") and discovery.wants_aggregated(accept):
+            return web.Response(body=json.dumps(discovery.aggregated(reg, core=path == "/api")).encode(),
+                                headers={"Content-Type": discovery.AGGREGATED_V2})
         if path == "/api":
             return _json({"kind": "APIVersions", "versions": ["v1"],
                           "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0",
                                                           "serverAddress": self.address}]})
         if path == "/api/v1":
-            return _json(self._resource_list("", "v1"))
+            return _json(discovery.resource_list(reg, "", "v1"))
         if path == "/apis":
-            return _json({"kind": "APIGroupList", "apiVersion": "v1",
-                          "groups": [self._group(g, vs) for g, vs in self.registry.groups().items()]})
+            return _json(discovery.group_list(reg))
         parts = path.split("/")
         if len(parts) == 3 and parts[1] == "apis":
-            vs = self.registry.groups().get(parts[2])
+            vs = reg.groups().get(parts[2])
             if not vs:
                 raise errors.unknown_resource()
-            return _json({"kind": "APIGroup", "apiVersion": "v1", **self._group(parts[2], vs)})
+            return _json({"kind": "APIGroup", "apiVersion": "v1", **discovery.group(parts[2], vs)})
         if len(parts) == 4 and parts[1] == "apis":
-            if parts[3] not in self.registry.groups().get(parts[2], []):
+            if parts[3] not in reg.groups().get(parts[2], []):
                 raise errors.unknown_resource()
-            return _json(self._resource_list(parts[2], parts[3]))
+            return _json(discovery.resource_list(reg, parts[2], parts[3]))
         if path == "/openapi/v3":
-            return _json(openapi.index(self.registry))
+            return _json(openapi.index(reg))
         if path.startswith("/openapi/v3/"):
             rest = path[len("/openapi/v3/"):].split("/")
             doc = None
             if rest[:1] == ["api"] and len(rest) == 2:
-                doc = openapi.document(self.registry, "", rest[1])
+                doc = openapi.document(reg, "", rest[1])
             elif rest[:1] == ["apis"] and len(rest) == 3:
-                doc = openapi.document(self.registry, rest[1], rest[2])
+                doc = openapi.document(reg, rest[1], rest[2])
             if doc is None:
                 raise errors.unknown_resource()
             return _json(doc)
         if path.startswith("/openapi"):
             raise errors.unknown_resource()
         return None
-
-    def _group(self, group: str, versions: list[str]) -> dict[str, Any]:
-        gvs = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
-        return {"name": group, "versions": gvs, "preferredVersion": gvs[0]}
-
-    def _resource_list(self, group: str, version: str) -> dict[str, Any]:
-        resources = []
-        for t in self.registry.in_group_version(group, version):
-            resources += t.discovery()
-        return {"kind": "APIResourceList", "apiVersion": "v1",
-                "groupVersion": f"{group}/{version}" if group else version, "resources": resources}
 
     # --- routing -------------------------------------------------------------------------------------
     def _parse(self, path: str) -> _Route:
@@ -187,22 +195,25 @@ class ApiApp:
             raise errors.unknown_resource()
         name = rest[1] if len(rest) > 1 else None
         sub = rest[2] if len(rest) > 2 else ""
-        if sub and not ((sub == "status" and rt.status) or (sub == "finalize" and plural == "namespaces")):
+        if sub and not ((sub == "status" and rt.status) or (sub == "finalize" and plural == "namespaces")
+                        or (sub in ("binding", "eviction") and rt.key == ("", "pods"))):
             raise errors.unknown_resource()
         if name is not None and rt.namespaced and namespace is None:
             raise errors.unknown_resource()
         return _Route(rt, namespace, name, sub)
 
     @staticmethod
-    def _verb(request: web.Request, route: _Route) -> str:
+    def _verb(request: web.BaseRequest, route: _Route) -> str:
         m = request.method
         if route.name is None:
             if m == "GET":
                 return "watch" if request.query.get("watch") in _TRUE else "list"
             return {"POST": "create", "DELETE": "deletecollection"}.get(m, m.lower())
+        if route.subresource in ("binding", "eviction") and m == "POST":
+            return "create"
         return {"GET": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(m, m.lower())
 
-    async def _dispatch(self, request: web.Request, route: _Route, verb: str) -> web.StreamResponse:
+    async def _dispatch(self, request: web.BaseRequest, route: _Route, verb: str) -> web.StreamResponse:
         rt, q = route.rt, request.query
         ns = route.namespace or ""
         dry_run = q.get("dryRun") == "All"
@@ -214,10 +225,13 @@ class ApiApp:
         if verb == "list":
             pred = make_filter(q.get("labelSelector"), q.get("fieldSelector"), rt.group, rt.plural, rt.custom)
             limit = _int_param(q, "limit")
-            result = self.verbs.list(rt, route.namespace, pred, limit, q.get("continue"))
+            exact = _int_param(q, "resourceVersion") if q.get("resourceVersionMatch") == "Exact" else None
+            result = self.verbs.list(rt, route.namespace, pred, limit, q.get("continue"), exact)
             if _wants_table(request):
                 return _json(to_table(rt, result["items"], result["metadata"], q.get("includeObject", "Metadata")))
-            return _json(result)
+            head = json.dumps({k: v for k, v in result.items() if k != "items"}, separators=(",", ":"))
+            items = ",".join(self.store.dumps(o) for o in result["items"])
+            return _raw_json(head[:-1] + ',"items":[' + items + "]}")
         if verb == "watch":
             return await self._watch(request, route)
         if verb == "get":
@@ -225,7 +239,11 @@ class ApiApp:
             if _wants_table(request):
                 return _json(to_table(rt, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]},
                                       q.get("includeObject", "Metadata")))
-            return _json(obj)
+            return _raw_json(self.store.dumps(obj))
+        if verb == "create" and route.subresource == "binding":
+            return _json(self.verbs.bind(rt, ns, route.name or "", await _body(request)), 201)
+        if verb == "create" and route.subresource == "eviction":
+            return _json(self.verbs.evict(rt, ns, route.name or "", await _body(request)), 201)
         if verb == "create":
             if route.subresource:
                 raise errors.method_not_allowed()
@@ -235,15 +253,16 @@ class ApiApp:
             body = await _body(request)
             obj = self.verbs.create(rt, ns, body, dry_run=dry_run, field_manager=manager, field_validation=fv,
                                     warnings=warnings)
-            return _json(obj, 201, _warn_headers(warnings))
+            return _raw_json(self.store.dumps(obj), 201, _warn_headers(warnings))
         if verb == "update":
             body = await _body(request)
             obj = self.verbs.update(rt, ns, route.name or "", body, subresource=_sub(route), dry_run=dry_run,
                                     field_manager=manager, field_validation=fv, warnings=warnings)
-            return _json(obj, 200, _warn_headers(warnings))
+            return _raw_json(self.store.dumps(obj), 200, _warn_headers(warnings))
         if verb == "patch":
             ctype = request.content_type
             body = await _body(request, yaml_ok=ctype == APPLY)
+            existed = self.store.get(rt.key, ns if rt.namespaced else "", route.name or "") is not None
             force = q.get("force") in _TRUE
             if force and ctype != APPLY:
                 raise errors.bad_request("force is only allowed for server-side apply (application/apply-patch+yaml)")
@@ -251,11 +270,8 @@ class ApiApp:
                                    dry_run=dry_run, field_manager=q.get("fieldManager") or (
                                        manager if ctype != APPLY else None), force=force, field_validation=fv,
                                    warnings=warnings)
-            created = ctype == APPLY and obj["metadata"].get("generation", 1) == 1 and \
-                obj["metadata"]["resourceVersion"] == str(self.store.rv) and \
-                self.store.get(rt.key, obj["metadata"].get("namespace", ""), obj["metadata"]["name"]) is not None \
-                and _is_fresh(obj)
-            return _json(obj, 201 if created else 200, _warn_headers(warnings))
+            created = ctype == APPLY and not existed
+            return _raw_json(self.store.dumps(obj), 201 if created else 200, _warn_headers(warnings))
         if verb in ("delete", "deletecollection"):
             options = await _body(request, allow_empty=True) or {}
             if not isinstance(options, dict):
@@ -269,7 +285,7 @@ class ApiApp:
         raise errors.method_not_allowed()
 
     # --- watch ---------------------------------------------------------------------------------------
-    async def _watch(self, request: web.Request, route: _Route) -> web.StreamResponse:
+    async def _watch(self, request: web.BaseRequest, route: _Route) -> web.StreamResponse:
         rt, q = route.rt, request.query
         pred = make_filter(q.get("labelSelector"), q.get("fieldSelector"), rt.group, rt.plural, rt.custom)
         if route.name is not None:
@@ -301,11 +317,13 @@ class ApiApp:
                                if ns is None or e.obj["metadata"].get("namespace", "") == ns]
                     last_rv = int(rv_param)
             except TooOld as e:
+                self.metrics.record("watch", resource, 410)  # streamed as an ERROR event in a 200 response
                 await resp.prepare(request)
                 status = errors.gone(f"too old resource version: {e.requested} ({e.oldest})").status()
                 await resp.write(json.dumps({"type": "ERROR", "object": status}).encode() + b"\n")
                 return resp
             await resp.prepare(request)
+            self.metrics.record("watch", resource, 200)
             drop_after = self.faults.watch_drop_after(resource)
             sent = 0
             chunks: list[str] = []
@@ -365,12 +383,13 @@ class ApiApp:
             if bookmarks and deadline is not None:
                 await resp.write(self._bookmark(rt, last_rv).encode())
             return resp
-        except ConnectionResetError:  # the client went away: its stream simply ends
+        except ConnectionError:  # the watcher left (reset, broken pipe, closing transport): its stream just ends
+            log.debug("watcher of %s left: %s", resource, request.path_qs)
             return resp
         finally:
             self.store.unsubscribe(watcher)
 
-    def _abort(self, request: web.Request, resp: web.StreamResponse) -> web.StreamResponse:
+    def _abort(self, request: web.BaseRequest, resp: web.StreamResponse) -> web.StreamResponse:
         if request.transport is not None:
             request.transport.close()
         resp.force_close()
@@ -402,7 +421,7 @@ class ApiApp:
                            q.get("includeObject", "Metadata"))
             return json.dumps({"type": etype, "object": obj}) + "\n"
         if ev.obj.get("apiVersion") == rt.api_version:
-            return '{"type":"' + etype + '","object":' + ev.object_json() + "}\n"
+            return '{"type":"' + etype + '","object":' + ev.object_json(self.store) + "}\n"
         return json.dumps({"type": etype, "object": self.verbs.out(rt, ev.obj)}) + "\n"
 
 
@@ -412,15 +431,14 @@ def _sub(route: _Route) -> str:
     return "status" if route.subresource == "status" else ""
 
 
-def _is_fresh(obj: dict[str, Any]) -> bool:
-    mf = obj["metadata"].get("managedFields") or []
-    return len(mf) == 1 and mf[0].get("operation") == "Apply" and obj["metadata"].get("generation", 1) == 1
-
-
 def _warn_headers(warnings: list[str]) -> dict[str, str] | None:
     if not warnings:
         return None
-    return {"Warning": ", ".join(f'299 - "{w}"' for w in warnings)}
+
+    def quoted(text: str) -> str:
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    return {"Warning": ", ".join(f"299 - {quoted(w)}" for w in warnings)}
 
 
 def _manager_from_agent(agent: str) -> str:
@@ -440,13 +458,21 @@ def _int_param(q: Any, name: str) -> int | None:
     return n
 
 
-def _wants_table(request: web.Request) -> bool:
+def _wants_table(request: web.BaseRequest) -> bool:
     accept = request.headers.get("Accept", "")
     return "as=Table" in accept
 
 
-async def _body(request: web.Request, yaml_ok: bool = False, allow_empty: bool = False) -> Any:
+async def _body(request: web.BaseRequest, yaml_ok: bool = False, allow_empty: bool = False) -> Any:
     raw = await request.read()
+    if request.content_type == "application/vnd.kubernetes.protobuf":
+        try:
+            return protobuf.decode_object(raw)
+        except protobuf.ProtobufError as e:
+            raise errors.unsupported_media_type(request.content_type, ["application/json", "application/yaml"],
+                                                str(e)) from None
+    if request.content_type.startswith(("application/vnd.kubernetes", "application/cbor")):
+        raise errors.unsupported_media_type(request.content_type, ["application/json", "application/yaml"])
     if not raw.strip():
         if allow_empty:
             return None
@@ -474,9 +500,12 @@ class ApiServer:
 
     def __init__(self, port: int = 0, host: str = "127.0.0.1", *, seed: int = 0, watch_window: int = 20000,
                  bookmark_interval: float = 5.0, namespaces: tuple[str, ...] = DEFAULT_NAMESPACES):
+        if host not in LOOPBACK:
+            raise ValueError(f"the simulator serves plain HTTP without authentication, so it binds only to "
+                             f"loopback ({', '.join(LOOPBACK)}); got {host!r}")
         self.host, self.port = host, port
         self.app_state = ApiApp(seed, watch_window, bookmark_interval, namespaces)
-        self._runner: web.AppRunner | None = None
+        self._runner: web.ServerRunner | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
@@ -500,13 +529,36 @@ class ApiServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     def kubeconfig_dict(self, namespace: str = "default") -> dict[str, Any]:
         return kubeconfig_dict(self.url, namespace)
 
     def write_kubeconfig(self, path: str | Path, namespace: str = "default") -> Path:
         return write_kubeconfig(path, self.url, namespace)
+
+    # in-process access (seeding and inspecting state without HTTP; thread-safe for start_in_thread())
+    def resource_type(self, api_version: str, kind: str) -> ResourceType:
+        for rt in self.app_state.registry:
+            if rt.api_version == api_version and rt.kind == kind:
+                return rt
+        raise LookupError(f"no served resource has apiVersion {api_version!r} and kind {kind!r}")
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create an object exactly as a POST would (validation, uid, resourceVersion, watch event)."""
+        rt = self.resource_type(obj.get("apiVersion", ""), obj.get("kind", ""))
+        ns = (obj.get("metadata") or {}).get("namespace") or ("default" if rt.namespaced else "")
+        return self.call(lambda: self.verbs.create(rt, ns, obj, field_manager="ccgpu-sim"))
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str = "") -> dict[str, Any] | None:
+        rt = self.resource_type(api_version, kind)
+        obj = self.call(lambda: self.store.get(rt.key, namespace if rt.namespaced else "", name))
+        return None if obj is None else self.verbs.out(rt, obj)
+
+    def list(self, api_version: str, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        rt = self.resource_type(api_version, kind)
+        return [self.verbs.out(rt, o) for o in self.call(lambda: self.store.list(rt.key, namespace))]
 
     def compact(self) -> None:
         """Drop the watch window, as etcd compaction does: watches from older versions then get 410."""
@@ -518,7 +570,7 @@ class ApiServer:
 
     # lifecycle
     async def start(self) -> ApiServer:
-        self._runner = web.AppRunner(self.app_state.make_app(), access_log=None, handle_signals=False,
+        self._runner = web.ServerRunner(self.app_state.make_server(), handle_signals=False,
                                      shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -579,7 +631,7 @@ class ApiServer:
 
     def call(self, fn: Callable[[], Any]) -> Any:
         """Run `fn` on the server's loop thread (for in-process access from a synchronous test)."""
-        if self._loop is None:
+        if self._loop is None or self._thread is threading.current_thread():
             return fn()
         fut = asyncio.run_coroutine_threadsafe(_as_coro(fn), self._loop)
         return fut.result(10)

@@ -223,7 +223,8 @@ def apply(current: dict[str, Any] | None, config: dict[str, Any], manager: str, 
         if who != mine and (force or who[0] == manager):
             owners[who] = owners[who] - applied  # forced: the applier takes these fields over
     others: set[Path] = set().union(*(p for w, p in owners.items() if w != mine))
-    for p in sorted(previously - applied, key=len, reverse=True):
+    # Shallowest first, a list item ("." path) before its own fields: a removed item takes its fields with it.
+    for p in sorted(previously - applied, key=lambda p: (len(p) - (p[-1] == "."), p[-1] != ".")):
         if p not in others and not any(o[:len(p)] == p for o in others):
             remove_path(merged, p)
     owners[mine] = applied
@@ -231,25 +232,94 @@ def apply(current: dict[str, Any] | None, config: dict[str, Any], manager: str, 
     return merged
 
 
+def _leaves(value: Any, path: Path, name: str) -> set[Path]:
+    out: set[Path] = set()
+    _walk(value, path, name, out)
+    return out
+
+
+def _diff(old: Any, new: Any, path: Path, name: str, changed: set[Path], removed: set[Path]) -> None:
+    """Collect the leaf paths a write set or changed, and those it took away (identical subtrees are skipped)."""
+    if old is new:
+        return
+    if isinstance(old, dict) and isinstance(new, dict) and old and new:
+        for k in old.keys() | new.keys():
+            sub = (*path, f"f:{k}")
+            if k not in new:
+                removed |= _leaves(old[k], sub, k)
+            elif k not in old:
+                changed |= _leaves(new[k], sub, k)
+            else:
+                _diff(old[k], new[k], sub, k, changed, removed)
+        return
+    if old == new:
+        return
+    before, after = _leaves(old, path, name), _leaves(new, path, name)
+    removed |= before - after
+    for p in after:
+        rel = p[len(path):]
+        if p not in before or get_path(old, rel)[1] != get_path(new, rel)[1]:
+            changed.add(p)
+
+
+def changed_paths(old: dict[str, Any], new: dict[str, Any], skip_status: bool,
+                  subresource: str = "") -> tuple[set[Path], set[Path]]:
+    """(paths this write set or changed, paths it removed), limited to what the endpoint may write."""
+    changed: set[Path] = set()
+    removed: set[Path] = set()
+    for k in old.keys() | new.keys():
+        if k in ("apiVersion", "kind"):
+            continue
+        if subresource == "status" and k != "status":
+            continue
+        if subresource != "status" and k == "status" and skip_status:
+            continue
+        if k == "metadata":
+            om, nm = old.get("metadata") or {}, new.get("metadata") or {}
+            for mk in (om.keys() | nm.keys()) - _SKIP_META:
+                sub = ("f:metadata", f"f:{mk}")
+                if mk not in nm:
+                    removed |= _leaves(om[mk], sub, mk)
+                elif mk not in om:
+                    changed |= _leaves(nm[mk], sub, mk)
+                else:
+                    _diff(om[mk], nm[mk], sub, mk, changed, removed)
+            continue
+        sub = (f"f:{k}",)
+        if k not in new:
+            removed |= _leaves(old[k], sub, k)
+        elif k not in old:
+            changed |= _leaves(new[k], sub, k)
+        else:
+            _diff(old[k], new[k], sub, k, changed, removed)
+    return changed, removed
+
+
 def record_update(old: dict[str, Any] | None, new: dict[str, Any], manager: str, api_version: str, now: str,
                   skip_status: bool, subresource: str = "") -> None:
-    """Give `manager` (operation Update) ownership of the fields this write changed; others lose them."""
-    old_paths = field_paths(old, False) if old else set()
-    new_paths = field_paths(new, False)
-    changed = set()
-    for p in new_paths:
-        if subresource == "status" and p[:1] != ("f:status",):
-            continue
-        if subresource != "status" and skip_status and p[:1] == ("f:status",):
-            continue
-        if p not in old_paths or get_path(old, p)[1] != get_path(new, p)[1]:
-            changed.add(p)
-    owners, times = _owners(old) if old else ({}, {})
-    # Fields that no longer exist are owned by nobody.
+    """Give `manager` (operation Update) ownership of the fields this write changed; others lose them, and
+    fields the write removed are owned by nobody."""
+    if old is None:
+        changed = {p for p in field_paths(new, skip_status)}
+        _set_entries(new, {(manager, "Update", subresource): changed}, api_version, now, subresource, {})
+        return
+    changed, removed = changed_paths(old, new, skip_status, subresource)
+    old_mf = (old.get("metadata") or {}).get("managedFields")
+    if not changed and not removed:
+        if old_mf:
+            new["metadata"]["managedFields"] = old_mf
+        else:
+            new["metadata"].pop("managedFields", None)
+        return
+    owners, times = _owners(old)
+    gone = changed | removed
     for who in owners:
-        owners[who] = {p for p in owners[who] if p in new_paths and p not in changed}
-    if changed:
-        me = (manager, "Update", subresource)
-        owners[me] = owners.get(me, set()) | changed
-        times.pop(me, None)
+        owners[who] = {p for p in owners[who] if p not in gone and not _under_any(p, removed)}
+    me = (manager, "Update", subresource)
+    owners[me] = owners.get(me, set()) | changed
+    times.pop(me, None)
     _set_entries(new, owners, api_version, now, subresource, times)
+
+
+def _under_any(p: Path, prefixes: set[Path]) -> bool:
+    return any(p[:len(q)] == q for q in prefixes if len(q) < len(p))

@@ -26,10 +26,10 @@ class Event:
     prev: dict[str, Any] | None
     _json: str | None = field(default=None, repr=False)
 
-    def object_json(self) -> str:
-        """The object serialized once, shared by every watcher that receives it unchanged."""
+    def object_json(self, store: Store) -> str:
+        """The object serialized once, shared by every watcher (and reader) that receives it unchanged."""
         if self._json is None:
-            self._json = json.dumps(self.obj, separators=(",", ":"))
+            self._json = store.dumps(self.obj)
         return self._json
 
 
@@ -66,14 +66,42 @@ class Store:
         self._objects: dict[Key, dict[ObjKey, dict[str, Any]]] = {}
         self._log: deque[Event] = deque()
         self._watchers: dict[Key, set[Watcher]] = {}
+        # Serialized form of stored objects, computed on first read: id(obj) -> (obj, json or None).
+        self._json: dict[int, tuple[dict[str, Any], str | None]] = {}
+
+    def dumps(self, obj: dict[str, Any]) -> str:
+        """JSON of an object; a stored object (never modified once stored) is serialized only once."""
+        entry = self._json.get(id(obj))
+        if entry is not None and entry[0] is obj:
+            if entry[1] is None:
+                entry = (obj, json.dumps(obj, separators=(",", ":")))
+                self._json[id(obj)] = entry
+            return entry[1]  # type: ignore[return-value]
+        return json.dumps(obj, separators=(",", ":"))
 
     # --- reads -------------------------------------------------------------------------------------
     def get(self, key: Key, namespace: str, name: str) -> dict[str, Any] | None:
         return self._objects.get(key, {}).get((namespace, name))
 
-    def list(self, key: Key, namespace: str | None = None) -> list[dict[str, Any]]:
-        """Objects sorted by (namespace, name); callers must not modify them."""
+    def list(self, key: Key, namespace: str | None = None, at: int | None = None) -> list[dict[str, Any]]:
+        """Objects sorted by (namespace, name), now or as of resourceVersion `at` (rebuilt by undoing the
+        logged changes after it; TooOld once they have left the window). Callers must not modify them."""
         items = self._objects.get(key, {})
+        if at is not None and at < self.rv:
+            if at < self.horizon:
+                raise TooOld(at, self.horizon + 1)
+            items = dict(items)
+            for ev in reversed(self._log):
+                if ev.rv <= at:
+                    break
+                if ev.key != key:
+                    continue
+                meta = ev.obj["metadata"]
+                okey = (meta.get("namespace", ""), meta["name"])
+                if ev.type == "ADDED" or ev.prev is None:
+                    items.pop(okey, None)
+                else:
+                    items[okey] = ev.prev
         keys = sorted(k for k in items if namespace is None or k[0] == namespace)
         return [items[k] for k in keys]
 
@@ -91,10 +119,13 @@ class Store:
         meta = obj["metadata"]
         okey = (meta.get("namespace", ""), meta["name"])
         bucket = self._objects.setdefault(key, {})
+        if prev is not None:
+            self._json.pop(id(prev), None)
         if etype == "DELETED":
             bucket.pop(okey, None)
         else:
             bucket[okey] = obj
+            self._json[id(obj)] = (obj, None)
         ev = Event(self.rv, etype, key, obj, prev)
         self._log.append(ev)
         while len(self._log) > self.window:

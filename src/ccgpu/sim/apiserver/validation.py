@@ -6,6 +6,7 @@ Every function returns a list of causes ({field, reason, message}); callers turn
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Mapping
@@ -92,9 +93,14 @@ def label_value_errors(value: str) -> list[str]:
     return errs
 
 
-def metadata_causes(obj: Mapping[str, Any], name_rule: str = "subdomain") -> list[dict[str, str]]:
-    """Name, labels and annotations of any object."""
+def metadata_causes(obj: Mapping[str, Any], name_rule: str = "subdomain",
+                    old: Mapping[str, Any] | None = None) -> list[dict[str, str]]:
+    """Name, labels and annotations of any object (on update, only the parts that changed from `old`)."""
     meta = obj.get("metadata") or {}
+    old_meta = (old or {}).get("metadata") or {}
+    if old is not None and meta.get("labels") == old_meta.get("labels") \
+            and meta.get("annotations") == old_meta.get("annotations"):
+        return []  # the name cannot change on update; unchanged labels and annotations were valid before
     causes = []
     name = meta.get("name")
     if not name:
@@ -154,6 +160,7 @@ def schema_causes(obj: dict[str, Any], schema: Mapping[str, Any]) -> tuple[list[
     causes: list[dict[str, str]] = []
     pruned: list[str] = []
     props = schema.get("properties") or {}
+    _apply_defaults(obj, props)
     for key in list(obj):
         if key in ("apiVersion", "kind", "metadata"):
             continue
@@ -168,8 +175,43 @@ def schema_causes(obj: dict[str, Any], schema: Mapping[str, Any]) -> tuple[list[
     return causes, pruned
 
 
+def _apply_defaults(obj: dict[str, Any], props: Mapping[str, Any]) -> None:
+    """Structural defaulting: absent properties with a `default` get it (nested objects only if present)."""
+    for name, sub in props.items():
+        if name not in obj and isinstance(sub, Mapping) and "default" in sub:
+            obj[name] = copy.deepcopy(sub["default"])
+
+
+def _alternatives(value: Any, schema: Mapping[str, Any], path: str) -> list[dict[str, str]]:
+    """anyOf / oneOf / allOf / not, checked for validity only (they never prune or default)."""
+    causes: list[dict[str, str]] = []
+
+    def ok(sub: Mapping[str, Any]) -> bool:
+        found: list = []
+        _validate(copy.deepcopy(value), {**sub, "x-kubernetes-preserve-unknown-fields": True}, path, found, [],
+                  None, None)
+        return not found
+
+    if "anyOf" in schema and not any(ok(sub) for sub in schema["anyOf"]):
+        causes.append(field_cause(path, f"Invalid value: {_q(value)}: {path} in body must match at least one "
+                                        "schema in anyOf"))
+    if "oneOf" in schema and sum(ok(sub) for sub in schema["oneOf"]) != 1:
+        causes.append(field_cause(path, f"Invalid value: {_q(value)}: {path} in body must match exactly one "
+                                        "schema in oneOf"))
+    for sub in schema.get("allOf") or []:
+        if not ok(sub):
+            causes.append(field_cause(path, f"Invalid value: {_q(value)}: {path} in body must match all "
+                                            "schemas in allOf"))
+    if "not" in schema and ok(schema["not"]):
+        causes.append(field_cause(path, f"Invalid value: {_q(value)}: {path} in body must not match the "
+                                        "schema in not"))
+    return causes
+
+
 def _validate(value: Any, schema: Mapping[str, Any], path: str, causes: list, pruned: list,
               parent: Any, key: Any) -> None:
+    if any(k in schema for k in ("anyOf", "oneOf", "allOf", "not")):
+        causes.extend(_alternatives(value, schema, path))
     if value is None:
         if not schema.get("nullable"):
             if schema.get("type"):
@@ -223,6 +265,8 @@ def _validate(value: Any, schema: Mapping[str, Any], path: str, causes: list, pr
         if isinstance(items, Mapping):
             for i, item in enumerate(value):
                 _validate(item, items, f"{path}[{i}]", causes, pruned, value, i)
+    if isinstance(value, dict):
+        _apply_defaults(value, schema.get("properties") or {})
     if isinstance(value, Mapping):
         props = schema.get("properties")
         addl = schema.get("additionalProperties")

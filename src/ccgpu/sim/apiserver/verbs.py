@@ -15,10 +15,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from . import errors, ssa
+from . import conversion, errors, ssa, strategies
 from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from .resources import GENERATION_KINDS, Registry, ResourceType
-from .store import Key, Store
+from .store import Key, Store, TooOld
 from .validation import metadata_causes, schema_causes
 
 _GENERATE_CHARS = "bcdfghjklmnpqrstvwxz2456789"
@@ -56,6 +56,8 @@ class Verbs:
         """An object as served under `rt`'s version (CRDs serve one storage under several versions)."""
         if obj.get("apiVersion") == rt.api_version:
             return obj
+        if rt.storage == ("", "events"):
+            return conversion.event_from_core(obj)
         o = dict(obj)
         o["apiVersion"] = rt.api_version
         return o
@@ -81,9 +83,9 @@ class Verbs:
                                   f"because it is being terminated", {"name": ns, "kind": rt.plural})
 
     def _validate(self, rt: ResourceType, obj: dict[str, Any], field_validation: str | None,
-                  warnings: list[str] | None) -> None:
+                  warnings: list[str] | None, old: dict[str, Any] | None = None) -> None:
         name = obj["metadata"].get("name", "")
-        causes = metadata_causes(obj, rt.name_rule)
+        causes = metadata_causes(obj, rt.name_rule, old)
         if rt.custom and rt.schema:
             sc, pruned = schema_causes(obj, rt.schema)
             causes += sc
@@ -103,21 +105,28 @@ class Verbs:
         return self.out(rt, self._existing(rt, ns, name))
 
     def list(self, rt: ResourceType, ns: str | None, pred: Callable[[dict], bool],
-             limit: int | None = None, cont: str | None = None) -> dict[str, Any]:
-        rv = self.store.rv
-        items = self.store.list(rt.key, ns if rt.namespaced else None)
+             limit: int | None = None, cont: str | None = None, exact_rv: int | None = None) -> dict[str, Any]:
+        """A page of objects. A continue token (or resourceVersionMatch=Exact) reads the state as of its
+        resourceVersion, rebuilt from the watch window, so pages are one consistent snapshot; once that
+        version has left the window the answer is 410 Expired, as etcd compaction makes it."""
+        rv = self.store.rv if exact_rv is None else exact_rv
         start_after: tuple[str, str] | None = None
         if cont:
             try:
                 token = json.loads(base64.urlsafe_b64decode(cont.encode()).decode())
                 start_after = (token["ns"], token["name"])
+                rv = int(token["rv"])
             except (ValueError, KeyError, TypeError):
                 raise errors.bad_request(f"invalid continue token {cont!r}: it must be the value of "
                                          "metadata.continue from a previous list") from None
-            if int(token.get("rv", 0)) < self.store.horizon:
+        try:
+            items = self.store.list(rt.key, ns if rt.namespaced else None, at=rv)
+        except TooOld:
+            if cont:
                 raise errors.ApiError(410, "Expired", "The provided continue parameter is too old to display a "
                                       "consistent list result. You can start a new list without the continue "
-                                      "parameter.")
+                                      "parameter.") from None
+            raise errors.gone(f"too old resource version: {rv} ({self.store.horizon + 1})") from None
         selected, more = [], False
         for obj in items:
             meta = obj["metadata"]
@@ -140,7 +149,7 @@ class Verbs:
     def create(self, rt: ResourceType, ns: str, body: Any, *, dry_run: bool = False,
                field_manager: str | None = None, field_validation: str | None = None,
                warnings: list[str] | None = None, _applied: bool = False) -> dict[str, Any]:
-        obj = self._check_body(rt, ns, body)
+        obj = self._to_storage(rt, self._check_body(rt, ns, body))
         meta = obj["metadata"]
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + "".join(self.rng.choice(_GENERATE_CHARS) for _ in range(5))
@@ -156,7 +165,7 @@ class Verbs:
             meta["generation"] = 1
         else:
             meta.pop("generation", None)
-        self._prepare_create(rt, obj)
+        strategies.prepare_create(rt, obj, now_rfc3339())
         if field_manager and not _applied:
             meta.pop("managedFields", None)
             ssa.record_update(None, obj, field_manager, rt.api_version, meta["creationTimestamp"], rt.status)
@@ -168,6 +177,10 @@ class Verbs:
         if rt.key == CRD_KEY:
             self.registry.serve_crd(obj)
         return self.out(rt, obj)
+
+    @staticmethod
+    def _to_storage(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
+        return conversion.event_to_core(obj) if rt.storage == ("", "events") else obj
 
     def _check_body(self, rt: ResourceType, ns: str, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
@@ -196,55 +209,12 @@ class Verbs:
             meta.pop("namespace", None)
         return obj
 
-    def _prepare_create(self, rt: ResourceType, obj: dict[str, Any]) -> None:
-        """What each type's create strategy resets: status written only through /status, defaults."""
-        if rt.custom and rt.status:
-            obj.pop("status", None)
-        elif rt.key == ("apps", "daemonsets"):
-            obj["status"] = {"currentNumberScheduled": 0, "numberMisscheduled": 0, "desiredNumberScheduled": 0,
-                             "numberReady": 0}
-            spec = obj.setdefault("spec", {})
-            spec.setdefault("revisionHistoryLimit", 10)
-            spec.setdefault("updateStrategy", {"type": "RollingUpdate",
-                                               "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}})
-        elif rt.key == ("apps", "deployments"):
-            obj["status"] = {}
-            spec = obj.setdefault("spec", {})
-            spec.setdefault("replicas", 1)
-            spec.setdefault("revisionHistoryLimit", 10)
-            spec.setdefault("progressDeadlineSeconds", 600)
-        elif rt.key == ("", "pods"):
-            obj["status"] = {"phase": "Pending"}
-            obj.setdefault("spec", {})
-        elif rt.key == NS_KEY:
-            obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
-            obj["status"] = {"phase": "Active"}
-        elif rt.key == CRD_KEY:
-            spec = obj.get("spec") or {}
-            names = spec.get("names") or {}
-            accepted = dict(names)
-            accepted.setdefault("singular", names.get("kind", "").lower())
-            accepted.setdefault("listKind", names.get("kind", "") + "List")
-            obj["status"] = {
-                "acceptedNames": accepted,
-                "conditions": [
-                    {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
-                     "message": "no conflicts found", "lastTransitionTime": now_rfc3339()},
-                    {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
-                     "message": "the initial names have been accepted", "lastTransitionTime": now_rfc3339()},
-                ],
-                "storedVersions": [v["name"] for v in spec.get("versions", []) if v.get("storage")],
-            }
-        if (rt.custom or rt.kind in GENERATION_KINDS) and rt.key != CRD_KEY and "spec" not in obj \
-                and not rt.custom:
-            obj["spec"] = {}
-
     # --- update ------------------------------------------------------------------------------------
     def update(self, rt: ResourceType, ns: str, name: str, body: Any, *, subresource: str = "",
                dry_run: bool = False, field_manager: str | None = None, field_validation: str | None = None,
                warnings: list[str] | None = None) -> dict[str, Any]:
         old = self._existing(rt, ns, name)
-        new = self._check_body(rt, ns, body)
+        new = self._to_storage(rt, self._check_body(rt, ns, body))
         if new["metadata"].get("name") != name:
             raise errors.bad_request(f"the name of the object ({new['metadata'].get('name')}) does not match the "
                                      f"name on the URL ({name})")
@@ -256,22 +226,32 @@ class Verbs:
 
     def _write(self, rt: ResourceType, old: dict[str, Any], new: dict[str, Any], subresource: str,
                dry_run: bool, field_manager: str | None, field_validation: str | None,
-               warnings: list[str] | None, record: bool = True) -> dict[str, Any]:
+               warnings: list[str] | None, record: bool = True,
+               bypass_immutability: bool = False) -> dict[str, Any]:
         """Commit `new` over `old` under the type's rules; a no-op write returns `old` unchanged."""
         old_meta = old["metadata"]
+        # `new` may share unchanged subtrees with `old` (stored objects are never modified in place): copy only
+        # the levels this function writes to.
         if subresource == "status":
-            result = fast_copy(old)
-            result["status"] = new.get("status")
-            if result["status"] is None:
-                result.pop("status")
-            if "managedFields" in new["metadata"]:
+            result = dict(old)
+            result["metadata"] = dict(old_meta)
+            if "managedFields" in (new.get("metadata") or {}):  # as computed by an apply to /status
                 result["metadata"]["managedFields"] = new["metadata"]["managedFields"]
-            new = result
-        elif rt.status:
-            if "status" in old:
-                new["status"] = fast_copy(old["status"])
+            if new.get("status") is None:
+                result.pop("status", None)
             else:
-                new.pop("status", None)
+                result["status"] = new["status"]
+            new = result
+        else:
+            new = dict(new)
+            new["metadata"] = dict(new.get("metadata") or {})
+            if rt.status:
+                if "status" in old:
+                    new["status"] = old["status"]
+                else:
+                    new.pop("status", None)
+        if rt.custom and rt.schema:
+            new = fast_copy(new)  # schema validation prunes unknown fields in place
         meta = new["metadata"]
         for k in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace"):
             if k in old_meta:
@@ -291,7 +271,11 @@ class Verbs:
                 raise errors.invalid(rt.kind, rt.group, meta["name"], [errors.field_cause(
                     "metadata.finalizers", f"Forbidden: no new finalizers can be added if the object is being "
                     f"deleted, found new finalizers {sorted(added)!r}", "FieldValueForbidden")])
-        self._validate(rt, new, field_validation, warnings)
+        self._validate(rt, new, field_validation, warnings, old)
+        if subresource != "status" and not bypass_immutability:
+            causes = strategies.update_causes(rt, old, new)
+            if causes:
+                raise errors.invalid(rt.kind, rt.group, meta["name"], causes)
         if rt.key == NS_KEY and old_meta.get("deletionTimestamp"):
             new["status"] = old.get("status")
         if record and field_manager:
@@ -321,17 +305,18 @@ class Verbs:
                                field_validation, warnings)
         if old is None:
             raise errors.not_found(rt.plural, rt.group, name)
+        view = self.out(rt, old)
         try:
             if patch_type == MERGE:
                 if not isinstance(body, dict):
                     raise errors.bad_request("a merge patch must be a JSON object")
-                patched = merge_patch(old, body)
+                patched = merge_patch(view, body)
             elif patch_type == JSON_PATCH:
-                patched = json_patch(old, body)
+                patched = json_patch(view, body)
             elif patch_type == STRATEGIC:
                 if rt.custom:
                     raise errors.unsupported_media_type(patch_type, [JSON_PATCH, MERGE, APPLY])
-                patched = strategic_merge_patch(old, body)
+                patched = strategic_merge_patch(view, body)
             else:
                 accepted = [JSON_PATCH, MERGE, APPLY] + ([] if rt.custom else [STRATEGIC])
                 raise errors.unsupported_media_type(patch_type, accepted)
@@ -340,7 +325,6 @@ class Verbs:
             raise errors.ApiError(code, "Invalid" if code == 422 else "BadRequest", str(e)) from None
         if not isinstance(patched, dict):
             raise errors.bad_request("the patch must leave an object")
-        patched = fast_copy(patched)
         want_rv = (patched.get("metadata") or {}).get("resourceVersion")
         if want_rv != old["metadata"]["resourceVersion"]:
             if want_rv is not None:
@@ -348,6 +332,7 @@ class Verbs:
         if (patched.get("metadata") or {}).get("name") != name:
             raise errors.bad_request("metadata.name cannot be changed by a patch")
         patched["apiVersion"], patched["kind"] = rt.api_version, rt.kind
+        patched = self._to_storage(rt, patched)
         return self._write(rt, old, patched, subresource, dry_run, field_manager or "unknown",
                            field_validation, warnings)
 
@@ -375,7 +360,9 @@ class Verbs:
             want_rv = config["metadata"].get("resourceVersion")
             if want_rv and want_rv != old["metadata"]["resourceVersion"]:
                 raise errors.conflict(rt.plural, rt.group, name)
-            merged = ssa.apply(old, config, field_manager, force, rt.api_version, now, rt.status, subresource)
+            merged = ssa.apply(self.out(rt, old), config, field_manager, force, rt.api_version, now, rt.status,
+                               subresource)
+            merged = self._to_storage(rt, merged)
         except ssa.ApplyConflict as e:
             n = len(e.conflicts)
             detail = "\n".join(f'- {ssa.render(p)}' for _, p in e.conflicts)
@@ -389,6 +376,43 @@ class Verbs:
         merged["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         return self._write(rt, old, merged, subresource, dry_run, None, field_validation, warnings,
                            record=False)
+
+    # --- pods/binding ------------------------------------------------------------------------------
+    def bind(self, rt: ResourceType, ns: str, name: str, body: Any) -> dict[str, Any]:
+        """POST pods/<name>/binding, as the scheduler binds a pod: sets spec.nodeName exactly once."""
+        old = self._existing(rt, ns, name)
+        if not isinstance(body, dict) or body.get("kind") != "Binding":
+            raise errors.bad_request("a binding must be a Binding object (apiVersion v1, kind Binding, target)")
+        target = (body.get("target") or {}).get("name")
+        if not target:
+            raise errors.invalid("Binding", "", name, [errors.field_cause("target.name", "Required value",
+                                                                          "FieldValueRequired")])
+        current = (old.get("spec") or {}).get("nodeName")
+        if current:
+            raise errors.conflict(rt.plural, rt.group, name, f'pod {name} is already assigned to node "{current}"')
+        new = dict(old)
+        new["spec"] = {**(old.get("spec") or {}), "nodeName": target}
+        status = dict(old.get("status") or {})
+        conditions = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
+        status["conditions"] = [*conditions, {"type": "PodScheduled", "status": "True",
+                                              "lastTransitionTime": now_rfc3339()}]
+        new["status"] = status
+        self._write(rt, old, new, "", False, "kube-scheduler", None, None, bypass_immutability=True)
+        after = self._existing(rt, ns, name)  # a main write keeps status: set the condition through /status
+        self._write(rt, after, {**after, "status": status}, "status", False, "kube-scheduler", None, None)
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+
+    # --- pods/eviction -----------------------------------------------------------------------------
+    def evict(self, rt: ResourceType, ns: str, name: str, body: Any) -> dict[str, Any]:
+        """POST pods/<name>/eviction (policy/v1 Eviction), as `kubectl drain` does. There are no
+        PodDisruptionBudgets here, so an eviction is a delete with the Eviction's DeleteOptions."""
+        if not isinstance(body, dict) or body.get("kind") != "Eviction":
+            raise errors.bad_request("an eviction must be an Eviction object (apiVersion policy/v1, kind Eviction)")
+        if (body.get("metadata") or {}).get("name") not in (None, name):
+            raise errors.bad_request(f"the name of the eviction ({body['metadata'].get('name')}) does not match "
+                                     f"the pod ({name})")
+        self.delete(rt, ns, name, body.get("deleteOptions") or {})
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
     # --- delete ------------------------------------------------------------------------------------
     def delete(self, rt: ResourceType, ns: str, name: str, options: dict[str, Any] | None = None,
