@@ -158,11 +158,3 @@ def lookup(device_id: int, class_code: int = CLASS_3D) -> Model:
 def known_models() -> list[Model]:
     """Every model in the table, GPUs first, sorted by device id."""
     return [lookup(d) for d in sorted(_GPUS)] + [lookup(d) for d in sorted(_NVSWITCHES)]
-
-
-def is_nvidia_gpu_class(class_code: int) -> bool:
-    return class_code in GPU_CLASSES
-
-
-def is_nvswitch_class(class_code: int) -> bool:
-    return class_code == CLASS_BRIDGE_OTHER
