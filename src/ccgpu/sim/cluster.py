@@ -128,6 +128,7 @@ class Cluster:
         self.nfd: Any = None
         self.scheduler: Any = None
         self.daemonsets: Any = None
+        self.kbs: Any = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._operator: tuple[asyncio.Event, asyncio.Task] | None = None
@@ -162,7 +163,10 @@ class Cluster:
         from ccgpu.sim.nfd import NfdEmulator
         from ccgpu.sim.node_kubelet import KubeletFleet, NodeKubelet
         from ccgpu.sim.scheduler import Scheduler
+        from ccgpu.sim.vm_attestation import SimKbs
 
+        self.kbs = SimKbs(self.workdir / "attestation")
+        await self.kbs.start()
         self.api = await asyncio.to_thread(lambda: ApiServer(seed=self.seed).start_in_thread())
         self.client = make_async_client(self.api.kubeconfig_dict(), field_manager="ccgpu-sim")
         for crd in (policy.crd(), NFR_CRD):
@@ -177,7 +181,8 @@ class Cluster:
         for spec in self.specs:
             node_labels = {L.WORKLOAD_CONFIG: spec.workload} if spec.workload != "container" else {}
             k = NodeKubelet(self.client, spec.name, self.hosts[spec.name], self.plugin_dirs[spec.name],
-                            KataRuntime(self.hosts[spec.name], boot_s=self.boot_s), node_labels,
+                            KataRuntime(self.hosts[spec.name], boot_s=self.boot_s, kbs=self.kbs, node=spec.name),
+                            node_labels,
                             interval_s=self.interval_s)
             await k.start()
             self.kubelets[spec.name] = k
@@ -224,6 +229,8 @@ class Cluster:
             await self.client.close()
         if self.api is not None:
             await asyncio.to_thread(self.api.stop_thread)
+        if self.kbs is not None:
+            await self.kbs.stop()
         for d in self._short_dirs:
             d.cleanup()
 
@@ -369,7 +376,22 @@ class Cluster:
                                             f"{len(forced_off.get(spec.name, []))} CCModeDefaultForcedOff event(s)"))
         if sample_pod:
             rep.outcomes.append(await self._sample_outcome())
+            rep.outcomes.append(await self._sample_attestation_outcome())
         return rep
+
+    async def _sample_attestation_outcome(self) -> Outcome:
+        from lightkube.core.exceptions import ApiError
+
+        from ccgpu.sim.vm_attestation import attestation_summary
+
+        what = "sample pod's VM attested (EAR affirming) before its GPU was set ready"
+        try:
+            at = attestation_summary(await self.pod(SAMPLE_POD))
+        except ApiError:
+            return Outcome(what, False, "no sample pod")
+        ok = at["status"] == "affirming" and at["gpu_ready"] and bool(at["gpus"])
+        return Outcome(what, ok, f"{at['status']}, GPU ready {at['gpu_ready']}, GPUs {','.join(at['gpus'])}: "
+                                 f"{at['reason']}")
 
     async def _sample_outcome(self) -> Outcome:
         from lightkube.core.exceptions import ApiError
