@@ -110,9 +110,13 @@ def _aliases(ctx: AgentContext):
 
 
 async def run_kata_manager(ctx: AgentContext, stop: asyncio.Event) -> None:
+    """CDI specs and the containerd drop-in for the Kata runtime classes; no restart (no containerd runs)."""
     from ccgpu.agents import kata_manager
+    from ccgpu.agents.containerd_restart import RestartMethod
 
-    cfg = kata_manager.KataManagerConfig(host_root=ctx.host_root, aliases=_aliases(ctx), interval_s=ctx.interval_s)
+    cfg = kata_manager.KataManagerConfig(host_root=ctx.host_root, aliases=_aliases(ctx), interval_s=ctx.interval_s,
+                                         configure_containerd=True,
+                                         containerd_options={"restart": RestartMethod.NONE})
     await kata_manager.run(cfg, stop)
 
 

@@ -173,9 +173,10 @@ class Cluster:
             await self.client.create(codecs.from_dict(crd))
         await self.client.create(Namespace.from_dict({"metadata": {"name": NAMESPACE}}))
         nodes_dir = self.workdir / "nodes"
-        for spec in self.specs:
+        for i, spec in enumerate(self.specs):
             root = nodes_dir / spec.name
-            await asyncio.to_thread(SimulatedHost.create, root, spec.profile)
+            # containerd config version 2 and 3 in turn, so both drop-in layouts are exercised
+            await asyncio.to_thread(SimulatedHost.create, root, spec.profile, containerd_config_version=2 + i % 2)
             self.hosts[spec.name] = str(root)
             self.plugin_dirs[spec.name] = self._plugin_dir(root)
         for spec in self.specs:
@@ -361,6 +362,7 @@ class Cluster:
                 ok = ds is not None and ds.status is not None and (ds.status.desiredNumberScheduled or 0) >= 1
                 rep.outcomes.append(Outcome(f"{spec.name}: NVIDIA driver DaemonSet scheduled", ok))
                 continue
+            rep.outcomes.append(self._dropin_outcome(spec.name))
             tee = self._tee(spec.name)
             if tee:
                 ok = (r["cc_mode_state"] == "on" and r["cc_ready_state"] == "true"
@@ -408,6 +410,15 @@ class Cluster:
         detail = (f"on {node} with {ann.get('ccgpu.dev/cdi-devices', '')} ({ann.get(GPU_BDFS_ANNOTATION, '')})"
                   if ok else f"phase {status.get('phase')!r}: {status.get('message') or _waiting(status)}")
         return Outcome("sample confidential pod Running with a GPU", ok, detail)
+
+    def _dropin_outcome(self, node: str) -> Outcome:
+        from ccgpu.sim.containerd_check import dropin_runtimes
+
+        what = f"{node}: containerd drop-in names the Kata runtime classes"
+        found, version, why = dropin_runtimes(self.hosts[node])
+        missing = [rc for rc in L.RUNTIME_CLASSES if rc not in found]
+        return Outcome(what, not missing and not why,
+                       why or (f"missing {missing}" if missing else f"config version {version}: {', '.join(found)}"))
 
     def _tee(self, node: str) -> str | None:
         from ccgpu.hw.platform import read_platform
