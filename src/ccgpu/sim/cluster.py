@@ -252,7 +252,8 @@ class Cluster:
         await self.client.patch(Node, node, {"metadata": {"labels": changes}}, patch_type=PatchType.MERGE)
 
     async def create_pod(self, name: str = SAMPLE_POD, runtime_class: str | None = L.RUNTIME_CLASS_KATA_GPU_SNP,
-                         gpus: int = 1, namespace: str = "default", resource: str = "nvidia.com/pgpu") -> None:
+                         gpus: int = 1, namespace: str = "default", resource: str = "nvidia.com/pgpu",
+                         annotations: dict[str, str] | None = None) -> None:
         from lightkube.resources.core_v1 import Pod
 
         spec: dict[str, Any] = {"containers": [{"name": "cuda", "image": "cuda-vectoradd:sim",
@@ -260,7 +261,8 @@ class Cluster:
         if runtime_class:
             spec["runtimeClassName"] = runtime_class
         await self.client.create(Pod.from_dict({"apiVersion": "v1", "kind": "Pod",
-                                                "metadata": {"name": name, "namespace": namespace}, "spec": spec}))
+                                                "metadata": {"name": name, "namespace": namespace,
+                                                             "annotations": annotations or {}}, "spec": spec}))
 
     async def delete_pod(self, name: str, namespace: str = "default") -> None:
         from lightkube.resources.core_v1 import Pod

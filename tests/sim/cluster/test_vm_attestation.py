@@ -120,3 +120,22 @@ async def test_guest_identity_is_made_once_and_reused_from_the_workdir(workdir):
         assert result.ready and result.ear_status == "affirming", result
     finally:
         await again.stop()
+
+
+async def test_scenario_pod_with_a_guest_fault_fails_attestation_and_the_next_good_pod_gets_the_gpu(workdir):
+    """attestation.md §2.1: a refused guest must not keep (or open) the GPU; the scenario file's `guestFault`."""
+    from ccgpu.sim.scenario import run_scenario, validate
+
+    c = await _cluster(workdir)
+    try:
+        results = await run_scenario(c, validate({"steps": [
+            {"pod": {"name": "tampered", "runtimeClass": "kata-qemu-nvidia-gpu-snp", "guestFault": "gpu-measurement"}},
+            {"expect": {"pod": "tampered", "phase": "Failed", "message_contains": "attestation refused",
+                        "timeout": 20}},
+            {"pod": {"name": "good", "runtimeClass": "kata-qemu-nvidia-gpu-snp"}},
+            {"expect": {"pod": "good", "phase": "Running", "timeout": 20}},
+        ]}))
+        assert all(r["ok"] for r in results), results
+        assert (await c.pod("good"))["metadata"]["annotations"][ATTESTATION_ANNOTATION] == "affirming"
+    finally:
+        await c.stop()
