@@ -97,7 +97,10 @@ async def run_cc_manager(ctx: AgentContext, stop: asyncio.Event) -> None:
     mgr = CCManager(
         _node_handle(ctx, "nvidia-cc-manager"), InProcessBackend(SimulatedHost.open(ctx.host_root)),
         devices=lambda: host_devices(fs), host_tee=lambda: host_has_tee(fs), in_use=lambda: host_devices_in_use(fs),
-        config=CCManagerConfig(default_mode=ctx.env.get("DEFAULT_CC_MODE", "on"), pause_timeout_s=60.0),
+        # A switch that failed on a transient API error is retried within a second (the production default of
+        # 30 s, doubling, suits a real API server's outages, not the simulator's injected faults).
+        config=CCManagerConfig(default_mode=ctx.env.get("DEFAULT_CC_MODE", "on"), pause_timeout_s=60.0,
+                               failed_retry_s=1.0, failed_retry_max_s=4.0),
     )
     await mgr.run(stop)
 
@@ -110,9 +113,13 @@ def _aliases(ctx: AgentContext):
 
 
 async def run_kata_manager(ctx: AgentContext, stop: asyncio.Event) -> None:
+    """CDI specs and the containerd drop-in for the Kata runtime classes; no restart (no containerd runs)."""
     from ccgpu.agents import kata_manager
+    from ccgpu.agents.containerd_restart import RestartMethod
 
-    cfg = kata_manager.KataManagerConfig(host_root=ctx.host_root, aliases=_aliases(ctx), interval_s=ctx.interval_s)
+    cfg = kata_manager.KataManagerConfig(host_root=ctx.host_root, aliases=_aliases(ctx), interval_s=ctx.interval_s,
+                                         configure_containerd=True,
+                                         containerd_options={"restart": RestartMethod.NONE})
     await kata_manager.run(cfg, stop)
 
 

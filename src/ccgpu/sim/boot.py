@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ccgpu import labels
 from ccgpu.hw.pci import BDF
 from ccgpu.sim import kernel
 from ccgpu.sim.kernel import KernelError
@@ -248,6 +249,13 @@ def _modules_alias(profile: HostProfile) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _containerd_config(version: int) -> str:
+    """A node's containerd main config as its installer writes it (the CRI plugin's id moved in version 3)."""
+    cri = '"io.containerd.grpc.v1.cri"' if version == 2 else '"io.containerd.cri.v1.runtime"'
+    return (f"version = {version}\n\n[plugins.{cri}.containerd]\n  default_runtime_name = \"runc\"\n"
+            f"[plugins.{cri}.containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n")
+
+
 def static_files(profile: HostProfile) -> dict[str, tuple[str, int]]:
     """Root-relative path -> (content, mode) of the files that never change after boot."""
     files: dict[str, tuple[str, int]] = {
@@ -260,6 +268,11 @@ def static_files(profile: HostProfile) -> dict[str, tuple[str, int]]:
         "sys/bus/pci/rescan": ("", 0o200),
         "sys/bus/pci/drivers_autoprobe": ("1\n", 0o644),
         "dev/vfio/vfio": ("", 0o666),
+        "etc/containerd/config.toml": (_containerd_config(profile.containerd_config_version), 0o644),
+        # what kata-deploy installs: the shim and one configuration per Kata NVIDIA runtime class
+        "opt/kata/bin/containerd-shim-kata-v2": ("#!/bin/sh\nexit 1  # simulated host: no real shim\n", 0o755),
+        **{f"opt/kata/share/defaults/kata-containers/configuration-{rc.removeprefix('kata-')}.toml":
+           ("# simulated Kata configuration\n", 0o644) for rc in labels.RUNTIME_CLASSES},
     }
     snp = profile.tee == "snp"
     if profile.cpu_vendor == "amd":

@@ -128,6 +128,7 @@ class Cluster:
         self.nfd: Any = None
         self.scheduler: Any = None
         self.daemonsets: Any = None
+        self.kbs: Any = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._operator: tuple[asyncio.Event, asyncio.Task] | None = None
@@ -162,22 +163,27 @@ class Cluster:
         from ccgpu.sim.nfd import NfdEmulator
         from ccgpu.sim.node_kubelet import KubeletFleet, NodeKubelet
         from ccgpu.sim.scheduler import Scheduler
+        from ccgpu.sim.vm_attestation import SimKbs
 
+        self.kbs = SimKbs(self.workdir / "attestation")
+        await self.kbs.start()
         self.api = await asyncio.to_thread(lambda: ApiServer(seed=self.seed).start_in_thread())
         self.client = make_async_client(self.api.kubeconfig_dict(), field_manager="ccgpu-sim")
         for crd in (policy.crd(), NFR_CRD):
             await self.client.create(codecs.from_dict(crd))
         await self.client.create(Namespace.from_dict({"metadata": {"name": NAMESPACE}}))
         nodes_dir = self.workdir / "nodes"
-        for spec in self.specs:
+        for i, spec in enumerate(self.specs):
             root = nodes_dir / spec.name
-            await asyncio.to_thread(SimulatedHost.create, root, spec.profile)
+            # containerd config version 2 and 3 in turn, so both drop-in layouts are exercised
+            await asyncio.to_thread(SimulatedHost.create, root, spec.profile, containerd_config_version=2 + i % 2)
             self.hosts[spec.name] = str(root)
             self.plugin_dirs[spec.name] = self._plugin_dir(root)
         for spec in self.specs:
             node_labels = {L.WORKLOAD_CONFIG: spec.workload} if spec.workload != "container" else {}
             k = NodeKubelet(self.client, spec.name, self.hosts[spec.name], self.plugin_dirs[spec.name],
-                            KataRuntime(self.hosts[spec.name], boot_s=self.boot_s), node_labels,
+                            KataRuntime(self.hosts[spec.name], boot_s=self.boot_s, kbs=self.kbs, node=spec.name),
+                            node_labels,
                             interval_s=self.interval_s)
             await k.start()
             self.kubelets[spec.name] = k
@@ -224,6 +230,8 @@ class Cluster:
             await self.client.close()
         if self.api is not None:
             await asyncio.to_thread(self.api.stop_thread)
+        if self.kbs is not None:
+            await self.kbs.stop()
         for d in self._short_dirs:
             d.cleanup()
 
@@ -244,7 +252,8 @@ class Cluster:
         await self.client.patch(Node, node, {"metadata": {"labels": changes}}, patch_type=PatchType.MERGE)
 
     async def create_pod(self, name: str = SAMPLE_POD, runtime_class: str | None = L.RUNTIME_CLASS_KATA_GPU_SNP,
-                         gpus: int = 1, namespace: str = "default", resource: str = "nvidia.com/pgpu") -> None:
+                         gpus: int = 1, namespace: str = "default", resource: str = "nvidia.com/pgpu",
+                         annotations: dict[str, str] | None = None) -> None:
         from lightkube.resources.core_v1 import Pod
 
         spec: dict[str, Any] = {"containers": [{"name": "cuda", "image": "cuda-vectoradd:sim",
@@ -252,7 +261,8 @@ class Cluster:
         if runtime_class:
             spec["runtimeClassName"] = runtime_class
         await self.client.create(Pod.from_dict({"apiVersion": "v1", "kind": "Pod",
-                                                "metadata": {"name": name, "namespace": namespace}, "spec": spec}))
+                                                "metadata": {"name": name, "namespace": namespace,
+                                                             "annotations": annotations or {}}, "spec": spec}))
 
     async def delete_pod(self, name: str, namespace: str = "default") -> None:
         from lightkube.resources.core_v1 import Pod
@@ -354,6 +364,7 @@ class Cluster:
                 ok = ds is not None and ds.status is not None and (ds.status.desiredNumberScheduled or 0) >= 1
                 rep.outcomes.append(Outcome(f"{spec.name}: NVIDIA driver DaemonSet scheduled", ok))
                 continue
+            rep.outcomes.append(self._dropin_outcome(spec.name))
             tee = self._tee(spec.name)
             if tee:
                 ok = (r["cc_mode_state"] == "on" and r["cc_ready_state"] == "true"
@@ -369,7 +380,22 @@ class Cluster:
                                             f"{len(forced_off.get(spec.name, []))} CCModeDefaultForcedOff event(s)"))
         if sample_pod:
             rep.outcomes.append(await self._sample_outcome())
+            rep.outcomes.append(await self._sample_attestation_outcome())
         return rep
+
+    async def _sample_attestation_outcome(self) -> Outcome:
+        from lightkube.core.exceptions import ApiError
+
+        from ccgpu.sim.vm_attestation import attestation_summary
+
+        what = "sample pod's VM attested (EAR affirming) before its GPU was set ready"
+        try:
+            at = attestation_summary(await self.pod(SAMPLE_POD))
+        except ApiError:
+            return Outcome(what, False, "no sample pod")
+        ok = at["status"] == "affirming" and at["gpu_ready"] and bool(at["gpus"])
+        return Outcome(what, ok, f"{at['status']}, GPU ready {at['gpu_ready']}, GPUs {','.join(at['gpus'])}: "
+                                 f"{at['reason']}")
 
     async def _sample_outcome(self) -> Outcome:
         from lightkube.core.exceptions import ApiError
@@ -386,6 +412,15 @@ class Cluster:
         detail = (f"on {node} with {ann.get('ccgpu.dev/cdi-devices', '')} ({ann.get(GPU_BDFS_ANNOTATION, '')})"
                   if ok else f"phase {status.get('phase')!r}: {status.get('message') or _waiting(status)}")
         return Outcome("sample confidential pod Running with a GPU", ok, detail)
+
+    def _dropin_outcome(self, node: str) -> Outcome:
+        from ccgpu.sim.containerd_check import dropin_runtimes
+
+        what = f"{node}: containerd drop-in names the Kata runtime classes"
+        found, version, why = dropin_runtimes(self.hosts[node])
+        missing = [rc for rc in L.RUNTIME_CLASSES if rc not in found]
+        return Outcome(what, not missing and not why,
+                       why or (f"missing {missing}" if missing else f"config version {version}: {', '.join(found)}"))
 
     def _tee(self, node: str) -> str | None:
         from ccgpu.hw.platform import read_platform

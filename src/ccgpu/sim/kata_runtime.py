@@ -6,7 +6,9 @@ For a pod with a Kata RuntimeClass it
 2. checks the GPUs behind those names are in the CC mode the class needs (`-snp`/`-tdx`: node
    `cc.ready.state=true` and every GPU's CC mode `on` or PPCIe `on`; the plain class: CC `off`);
 3. "boots" the VM: opens each GPU's VFIO group for a `qemu-system-x86_64` process on the simulated host (so the
-   vfio-manager and cc-manager see the GPU in use, as on a real node) and waits the boot-time knob.
+   vfio-manager and cc-manager see the GPU in use, as on a real node) and waits the boot-time knob;
+4. for a confidential class with a KBS (`sim.vm_attestation.SimKbs`), runs the guest's attestation and GPU ready
+   gate; a refusal stops the VM and fails the pod with the reason (`AttestationFailed`).
 Stopping the pod closes the groups. The checks are pure functions over what was read; I/O stays in `KataRuntime`.
 """
 
@@ -16,6 +18,8 @@ import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from ccgpu import labels
 from ccgpu.agents import cdi
@@ -90,11 +94,15 @@ def cc_mismatch(runtime_class: str, node_labels: Mapping[str, str], gpus: list[G
 class KataRuntime:
     """Starts and stops Kata pods on one simulated host (`host_root`)."""
 
-    def __init__(self, host_root: str, cdi_dir: str = cdi.DEFAULT_CDI_DIR, boot_s: float = 0.0) -> None:
+    def __init__(self, host_root: str, cdi_dir: str = cdi.DEFAULT_CDI_DIR, boot_s: float = 0.0,
+                 kbs: Any = None, node: str = "") -> None:
         self.host_root = host_root
         self.cdi_dir = cdi_dir
         self.boot_s = boot_s
+        self.kbs = kbs  # sim.vm_attestation.SimKbs, or None: confidential VMs boot unattested (NVIDIA's default)
+        self.node = node
         self.running: dict[str, list[str]] = {}  # pod uid → BDFs whose VFIO groups its VM holds open
+        self.attestations: dict[str, Any] = {}  # pod uid → its VM's BootAttestation
 
     def _host(self):
         from ccgpu.sim.host import SimulatedHost
@@ -107,8 +115,10 @@ class KataRuntime:
         by_name = {i.cdi_name: i for i in cdi.inventory(fs, cdi.discover_devices(fs))}
         return [str(b) for n in cdi_names if n in by_name for b in by_name[n].bdfs]
 
-    async def start(self, uid: str, runtime_class: str, node_labels: Mapping[str, str], cdi_names: list[str]) -> list[str]:
-        """Boot the pod's VM; returns the GPUs' BDFs. Raises PodStartError with the reason the pod shows."""
+    async def start(self, uid: str, runtime_class: str, node_labels: Mapping[str, str], cdi_names: list[str],
+                    guest_fault: str | None = None) -> list[str]:
+        """Boot the pod's VM; returns the GPUs' BDFs. Raises PodStartError with the reason the pod shows.
+        `guest_fault` (sim.vm_attestation.FAULTS) makes the guest's attestation evidence wrong."""
         resolve(Sysfs(self.host_root), self.cdi_dir, cdi_names)
         bdfs = self.bdfs_of(cdi_names)
         host = self._host()
@@ -132,11 +142,32 @@ class KataRuntime:
         if self.boot_s:
             await asyncio.sleep(self.boot_s)  # the VM's boot time (a knob, not a wait for a condition)
         log.info("kata: VM for pod %s booted with %s", uid, ", ".join(bdfs) or "no GPU")
+        if self.kbs is not None and runtime_class in CC_RUNTIME_CLASSES and bdfs:
+            await self._attest(uid, bdfs, guest_fault)
         return bdfs
+
+    async def _attest(self, uid: str, bdfs: list[str], fault: str | None) -> None:
+        """The guest's ready gate; on refusal the VM exits (its GPUs released, never set ready)."""
+        from ccgpu.sim.vm_attestation import GuestFaultError
+
+        ready_file = Path(self.host_root) / "run/kata-containers" / uid / "guest-gpus-ready"
+        try:
+            result = await self.kbs.attest_boot(self.node, bdfs, ready_file, fault)
+        except GuestFaultError as e:
+            self.stop(uid)
+            raise PodStartError("RunContainerError", str(e)) from None
+        if not result.ready:
+            self.stop(uid)
+            self.attestations[uid] = result  # kept for the pod's status, like a failed container's last state
+            raise PodStartError("AttestationFailed", f"confidential VM attestation refused, GPUs left not ready: "
+                                                     f"{result.reason}")
+        self.attestations[uid] = result
+        log.info("kata: VM for pod %s attested (%s); GPUs ready", uid, result.ear_status)
 
     def stop(self, uid: str) -> None:
         """The VM exits: its VFIO groups are closed."""
         bdfs = self.running.pop(uid, [])
+        self.attestations.pop(uid, None)
         if not bdfs:
             return
         host = self._host()

@@ -192,7 +192,10 @@ class NodeKubelet:
                 from lightkube.resources.core_v1 import Node
 
                 labels_now = (await self.client.get(Node, self.name)).metadata.labels or {}
-                bdfs = await self.runtime.start(uid, rc or "", labels_now, names)
+                from ccgpu.sim.vm_attestation import FAULT_ANNOTATION
+
+                fault = (meta.get("annotations") or {}).get(FAULT_ANNOTATION)
+                bdfs = await self.runtime.start(uid, rc or "", labels_now, names, guest_fault=fault)
             await self._set_running(pod, names, bdfs)
             self.started.add(uid)
         except PodStartError as e:
@@ -214,16 +217,19 @@ class NodeKubelet:
         from ccgpu.sim.scheduler import post_event
 
         meta = pod["metadata"]
+        attested = self.runtime.attestations.get(meta["uid"])
         if cdi_names or bdfs:
-            await self.client.patch(Pod, meta["name"], {"metadata": {"annotations": {
-                CDI_DEVICES_ANNOTATION: ",".join(cdi_names), GPU_BDFS_ANNOTATION: ",".join(bdfs)}}},
-                namespace=meta["namespace"], patch_type=PatchType.MERGE)
+            ann = {CDI_DEVICES_ANNOTATION: ",".join(cdi_names), GPU_BDFS_ANNOTATION: ",".join(bdfs)}
+            ann.update(attested.annotations() if attested else {})
+            await self.client.patch(Pod, meta["name"], {"metadata": {"annotations": ann}},
+                                    namespace=meta["namespace"], patch_type=PatchType.MERGE)
         containers = [{"name": c["name"], "ready": True, "restartCount": 0, "image": c.get("image", ""),
                        "imageID": "", "state": {"running": {"startedAt": now()}}}
                       for c in pod["spec"].get("containers") or []]
         status = {"phase": "Running", "startTime": now(), "hostIP": "10.0.0.1",
                   "message": f"GPUs {', '.join(bdfs)}" if bdfs else None,
-                  "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}],
+                  "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}]
+                  + ([attested.condition()] if attested else []),
                   "containerStatuses": containers}
         await self.client.patch(Pod.Status, meta["name"], {"status": status}, namespace=meta["namespace"],
                                 patch_type=PatchType.MERGE)
@@ -238,12 +244,18 @@ class NodeKubelet:
 
         meta = pod["metadata"]
         log.warning("kubelet %s: pod %s/%s: %s: %s", self.name, meta["namespace"], meta["name"], reason, message)
+        attested = self.runtime.attestations.get(meta["uid"])
+        if attested:
+            await self.client.patch(Pod, meta["name"], {"metadata": {"annotations": attested.annotations()}},
+                                    namespace=meta["namespace"], patch_type=PatchType.MERGE)
         containers = [{"name": c["name"], "ready": False, "restartCount": 0, "image": c.get("image", ""),
                        "imageID": "", "state": {"waiting": {"reason": reason, "message": message}}}
                       for c in pod["spec"].get("containers") or []]
-        phase = "Failed" if reason == "UnexpectedAdmissionError" else "Pending"
+        phase = "Failed" if reason in ("UnexpectedAdmissionError", "AttestationFailed") else "Pending"
         status = {"phase": phase, "reason": reason if phase == "Failed" else None, "message": message,
                   "containerStatuses": containers}
+        if attested:
+            status["conditions"] = [attested.condition()]
         await self.client.patch(Pod.Status, meta["name"], {"status": status}, namespace=meta["namespace"],
                                 patch_type=PatchType.MERGE)
         await post_event(self.client, pod, "Warning", "Failed", message, "kubelet")

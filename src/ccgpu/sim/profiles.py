@@ -333,6 +333,7 @@ class HostProfile:
     reset_ms: int = 0  # how long every device's reset takes (per-device knob: SimDevice.set_reset_duration)
     cc_mode: str = "off"  # CC mode the CC-capable GPUs booted in ("off", "on", "devtools")
     ppcie_mode: str = "off"  # PPCIe mode the PPCIe-capable devices booted in ("off", "on")
+    containerd_config_version: int = 2  # /etc/containerd/config.toml as containerd 1.7/2.0 (2) or 2.x (3) ship it
 
     def __post_init__(self) -> None:
         tees = {"amd": ("snp", None), "intel": ("tdx", None), "arm": (None,)}
@@ -343,6 +344,8 @@ class HostProfile:
             raise ProfileError(f"tee {self.tee!r} on a {self.cpu_vendor} CPU; accepted: {accepted}")
         if self.gpu_driver not in ("nvidia", "vfio-pci", None):
             raise ProfileError(f"gpu_driver {self.gpu_driver!r}; accepted: nvidia, vfio-pci, None (unbound)")
+        if self.containerd_config_version not in (2, 3):
+            raise ProfileError(f"containerd_config_version {self.containerd_config_version!r}; accepted: 2, 3")
         if self.cc_mode not in ("off", "on", "devtools") or self.ppcie_mode not in ("off", "on"):
             raise ProfileError(
                 f"cc_mode {self.cc_mode!r} / ppcie_mode {self.ppcie_mode!r}; accepted: off, on, devtools / off, on"

@@ -7,6 +7,8 @@ A scenario is YAML, `steps:` a list of one-key mappings, run in order:
       - expect: {node: "#0", labels: {nvidia.com/cc.mode.state: "off"}, timeout: 30}
       - pod: {name: p1, runtimeClass: kata-qemu-nvidia-gpu-snp, gpus: 1}
       - expect: {pod: p1, phase: Running, timeout: 20}
+      - pod: {name: p2, runtimeClass: kata-qemu-nvidia-gpu-snp, guestFault: debug-policy}  # attestation refused
+      - expect: {pod: p2, phase: Failed, message_contains: "attestation refused"}
       - kubelet_restart: "#0"
       - fall_off_bus: {node: "#0", gpu: 0}                            # GPU index on that node, by BDF order
       - expect: {node: "#0", allocatable: {nvidia.com/pgpu: "7"}}
@@ -111,7 +113,11 @@ async def run_step(cluster: Any, step: dict[str, Any]) -> tuple[bool, str]:
         await cluster.label_node(_node(cluster, arg["node"]), arg.get("labels") or {})
         return True, f"labelled {arg['node']}"
     if action == "pod":
-        await cluster.create_pod(arg["name"], arg.get("runtimeClass"), int(arg.get("gpus", 1)))
+        from ccgpu.sim.vm_attestation import FAULT_ANNOTATION
+
+        fault = arg.get("guestFault")
+        await cluster.create_pod(arg["name"], arg.get("runtimeClass"), int(arg.get("gpus", 1)),
+                                 annotations={FAULT_ANNOTATION: str(fault)} if fault else None)
         return True, f"created pod {arg['name']}"
     if action == "delete_pod":
         await cluster.delete_pod(str(arg))

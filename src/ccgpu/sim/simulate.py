@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ccgpu.sim.cluster import SAMPLE_POD, Cluster, NodeSpec, Report, parse_nodes
+from ccgpu.sim.vm_attestation import attestation_summary
 
 
 @dataclass
@@ -100,7 +101,8 @@ async def _run(opts: Options, workdir: Path) -> tuple[int, dict[str, Any]]:
                            "cdi_devices": ((pod.get("metadata") or {}).get("annotations") or {}).get(
                                "ccgpu.dev/cdi-devices"),
                            "gpu_bdfs": ((pod.get("metadata") or {}).get("annotations") or {}).get(
-                               "ccgpu.dev/gpu-bdfs")},
+                               "ccgpu.dev/gpu-bdfs"),
+                           "attestation": attestation_summary(pod)},
             "scenario": scenario_results,
             "api": cluster.metrics(),
             "workdir": str(workdir),
@@ -115,6 +117,8 @@ async def _run(opts: Options, workdir: Path) -> tuple[int, dict[str, Any]]:
             sp = summary["sample_pod"]
             console.print(f"sample pod {SAMPLE_POD}: {sp['phase']} on {sp['node']} with {sp['cdi_devices']} "
                           f"({sp['gpu_bdfs']})")
+            at = sp["attestation"]
+            console.print(f"sample pod attestation: {at['status']}, GPU ready {at['gpu_ready']}: {at['reason']}")
         if opts.keep:
             kc = workdir / "kubeconfig"
             cluster.api.write_kubeconfig(kc)

@@ -186,6 +186,8 @@ class ApiApp:
             group, version, rest = parts[1], parts[2], parts[3:]
         else:
             raise errors.unknown_resource()
+        if not rest or not rest[0]:  # e.g. `//api/v1`, which discovery's exact routes do not catch
+            raise errors.unknown_resource()
         namespace = None
         if rest[0] == "namespaces" and len(rest) >= 3 and not (len(rest) == 3 and rest[2] in ("status", "finalize")):
             namespace, rest = rest[1], rest[2:]
