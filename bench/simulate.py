@@ -44,7 +44,8 @@ async def one(size: int, profile: str, timeout_s: float) -> dict:
         finally:
             await cluster.stop()
         writes = after["api_writes"] - before["api_writes"]
-        return {"nodes": size, "converged": report.ok, "failed": [o.what for o in report.failed()][:5],
+        return {"nodes": size, "converged": report.ok, "failed_count": len(report.failed()),
+                "outcomes": len(report.outcomes), "failed": [o.what for o in report.failed()][:5],
                 "start_seconds": round(started_s, 2), "converge_seconds": round(converge_s, 2),
                 "api_writes": writes, "api_requests": after["api_requests"] - before["api_requests"],
                 "writes_per_node": round(writes / size, 1)}

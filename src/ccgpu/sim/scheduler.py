@@ -153,12 +153,15 @@ class Scheduler:
         from lightkube.resources.core_v1 import Node, Pod
         from lightkube.resources.node_v1 import RuntimeClass
 
-        pods = [p.to_dict() async for p in self.client.list(Pod, namespace="*")]
-        pending = [p for p in pods if not (p.get("spec") or {}).get("nodeName")
+        # Unbound pods only (a field selector, as kube-scheduler's own watch uses): a pass with nothing to bind
+        # costs one small list instead of decoding every pod of hundreds of nodes.
+        unbound = [p.to_dict() async for p in self.client.list(Pod, namespace="*", fields={"spec.nodeName": ""})]
+        pending = [p for p in unbound if not (p.get("spec") or {}).get("nodeName")
                    and (p.get("spec") or {}).get("schedulerName", "default-scheduler") == "default-scheduler"
                    and not (p.get("metadata") or {}).get("deletionTimestamp")]
         if not pending:
             return
+        pods = [p.to_dict() async for p in self.client.list(Pod, namespace="*")]
         nodes = [n.to_dict() async for n in self.client.list(Node)]
         rcs = {r.metadata.name: r.to_dict() async for r in self.client.list(RuntimeClass)}
         used = usage(pods, rcs)
