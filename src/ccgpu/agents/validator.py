@@ -36,7 +36,7 @@ def vfio_ready(devices: list[PCIDevice], node_exists) -> tuple[bool, str]:
     if not devices:
         return False, "no NVIDIA GPUs found"
     for d in devices:
-        if not d.driver or "vfio" not in d.driver.replace("-", "_"):
+        if not pci.is_vfio_driver(d.driver):
             return False, f"{d.bdf} is on {d.driver or 'no driver'}, not a vfio driver"
         node = f"dev/vfio/devices/{d.vfio_dev}" if d.vfio_dev else f"dev/vfio/{d.iommu_group}"
         if not node_exists(node):

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 
 from ccgpu import labels
 from ccgpu.hw import pci
-from ccgpu.hw.pci import BDF, PCIDevice
+from ccgpu.hw.pci import BDF, PCIDevice, is_vfio_driver
 from ccgpu.hw.platform import PlatformFacts, read_platform
 from ccgpu.hw.sysfs import PathEscapeError, Sysfs
 
@@ -35,8 +35,6 @@ DRIVERS_DIR = "sys/bus/pci/drivers"
 JOURNAL = "run/nvidia/vfio-manager/intent.json"
 
 
-def is_vfio_driver(name: str | None) -> bool:
-    return bool(name) and ("vfio" in name.replace("-", "_"))
 
 
 @dataclass(frozen=True)
