@@ -3,8 +3,9 @@
 Usage: python bench/simulate.py [--sizes 10,100,500] [--profile 1xh200-snp] [--timeout 600]
 For each size it starts a fresh cluster (the real operator and agents, one process), applies the default
 ClusterPolicy and measures the time until every expected outcome holds, the API writes (and requests) the whole
-system made meanwhile, and per-node writes. `growth` gives the ratio of each figure per 10x nodes. Poll periods
-grow with the node count (see `Cluster.__init__`), which the figures include. Prints one JSON object.
+system made meanwhile, and per-node writes. `growth` gives the ratio of each figure per 10x nodes (1.0 = linear).
+Everything in the cluster reacts to changes (shared informers, per-node change signals); the backstop periods
+that grow with the node count are in `Cluster.__init__`. Prints one JSON object.
 """
 
 from __future__ import annotations

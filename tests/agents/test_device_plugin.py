@@ -360,3 +360,21 @@ def test_registration_backoff_doubles_to_its_cap_and_a_new_kubelet_socket_is_tri
     assert backoff.due(8)  # the kubelet came back on a new socket file: no waiting out the backoff
     now[0] += 0.2
     assert backoff.due(7)
+
+
+async def test_a_pace_that_waits_for_host_changes_still_sees_its_registration_through(tmp_path, plugin_dir):
+    """With a `pace` that only returns on a host change (the cluster-in-a-box's), the pass that looks at a
+    registration attempt's outcome must not wait for one: the attempt ending wakes the agent."""
+    passes = []
+
+    async def until_stopped(stop: asyncio.Event, seconds: float) -> None:
+        passes.append(seconds)
+        await stop.wait()
+
+    async with two_gpu_node(tmp_path, plugin_dir, pace=until_stopped) as node:
+        await node.kubelet.wait_for_health(PGPU, {"12": H, "13": H})
+        await wait_until(lambda: node.agent.ticks >= 2)  # the attempt's end woke the pass that reads its outcome
+        assert all(s._registering is None for s in node.agent.servers.values()), "the outcome was collected"
+        ticks = node.agent.ticks
+        await asyncio.sleep(0.2)
+        assert node.agent.ticks == ticks, "registered: no pass without a change"

@@ -2,8 +2,10 @@ import errno
 import os
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from ccgpu.hw.sysfs import PathEscapeError, Sysfs
+from ccgpu.hw.sysfs import PathEscapeError, Sysfs, _resolve_below
 
 
 @pytest.fixture
@@ -89,3 +91,52 @@ def test_open_host_is_plain_sysfs_unless_both_simulation_keys_are_present(tmp_pa
     assert isinstance(open_host(tmp_path / "host"), SimSysfs)
     (tmp_path / "real").mkdir()
     assert type(open_host(tmp_path / "real")) is Sysfs
+
+
+# --- the resolver: realpath's answer, looking only below the root -----------------------------------------
+
+_NAMES = ("a", "b", "l1", "l2", "abs", "loop", "gone")
+
+
+def _tree(base) -> str:
+    """dirs a/, a/b/; links to siblings, to parents, to outside (absolute), a dangling one, a loop."""
+    root = base / "root"
+    (root / "a" / "b").mkdir(parents=True)
+    (base / "outside").mkdir()
+    (root / "a" / "b" / "f").write_text("x\n")
+    os.symlink("a/b", root / "l1")
+    os.symlink("../l1", root / "a" / "l2")
+    os.symlink(str(base / "outside"), root / "abs")
+    os.symlink("loop", root / "loop")
+    os.symlink("nowhere", root / "gone")
+    return os.path.realpath(root)
+
+
+@given(st.lists(st.sampled_from((*_NAMES, "f")), min_size=1, max_size=5))
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_resolving_below_the_root_gives_what_realpath_gives(tmp_path_factory, parts):
+    root = _tree(tmp_path_factory.mktemp("t"))
+    try:
+        expected = os.path.realpath(os.path.join(root, *parts))
+    except OSError:  # a loop: realpath (non-strict) stops too; both must agree there is no answer inside
+        return
+    try:
+        got = _resolve_below(root, parts)
+    except OSError as e:
+        assert e.errno == errno.ELOOP
+        return
+    assert got == expected
+
+
+def test_read_in_checks_a_link_in_place_of_an_attribute(root, tmp_path):
+    fs = Sysfs(root)
+    (root / "dev").mkdir()
+    (root / "dev" / "vendor").write_text("0x10de\n")
+    secret = tmp_path / "secret"
+    secret.write_text("no\n")
+    os.symlink(secret, root / "dev" / "class")
+    assert fs.read_in("dev", "vendor") == b"0x10de\n"
+    with pytest.raises(PathEscapeError):
+        fs.read_in("dev", "class")
+    with pytest.raises(PathEscapeError):
+        fs.read_in("dev", "../dev/vendor")

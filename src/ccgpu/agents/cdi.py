@@ -20,6 +20,7 @@ Naming (decided here, pinned in tests):
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -332,7 +333,15 @@ def validate_spec(spec: Mapping[str, Any]) -> None:
 
 
 def render_spec(spec: Mapping[str, Any]) -> str:
-    """YAML text of a validated spec, with ccgpu's ownership header."""
+    """YAML text of a validated spec, with ccgpu's ownership header. Rendering is a pure function of the
+    spec and costs a schema validation and a YAML dump, so a spec seen before (every pass of an unchanged
+    node) is answered from a small cache."""
+    return _render_canonical(json.dumps(spec, sort_keys=False))
+
+
+@functools.lru_cache(maxsize=256)
+def _render_canonical(spec_json: str) -> str:
+    spec = json.loads(spec_json)
     validate_spec(spec)
     return SPEC_HEADER + yaml.safe_dump(dict(spec), sort_keys=False, default_flow_style=False)
 

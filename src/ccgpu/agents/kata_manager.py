@@ -18,6 +18,7 @@ from typing import Any
 
 from ccgpu.agents import cdi
 from ccgpu.agents.cdi import Aliases
+from ccgpu.agents.pacing import Pace, sleep_or_stop
 from ccgpu.hw.pci import PCIDevice
 from ccgpu.hw.sysfs import Sysfs
 
@@ -36,6 +37,7 @@ class KataManagerConfig:
     configure_containerd: bool = False
     containerd_options: dict[str, Any] = field(default_factory=dict)  # keyword arguments for containerd.configure
     interval_s: float = 1.0
+    pace: Pace = sleep_or_stop  # how to wait between CDI passes (see agents.pacing)
 
 
 def _containerd_module() -> Any:
@@ -90,9 +92,11 @@ async def run(
     stop: asyncio.Event | None = None,
     once: bool = False,
     discover: Callable[[Sysfs], Iterable[PCIDevice]] | None = None,
+    fs: Sysfs | None = None,
 ) -> None:
-    """Configure containerd once (when asked), then keep the CDI spec current until `stop` is set."""
-    fs = Sysfs(config.host_root)
+    """Configure containerd once (when asked), then keep the CDI spec current until `stop` is set. `fs` is
+    the host root's Sysfs (default: a plain one over `config.host_root`)."""
+    fs = fs or Sysfs(config.host_root)
     stop = stop or asyncio.Event()
     discover = discover or cdi.DeviceDiscovery()  # one per loop: each unreadable entry is logged once
     if config.configure_containerd:
@@ -103,10 +107,10 @@ async def run(
         report = await asyncio.to_thread(configure_containerd, fs, config.containerd_options)
         log.info("containerd: %s", getattr(report, "as_dict", lambda: report)())
     while not once and not stop.is_set():
+        await config.pace(stop, config.interval_s)
+        if stop.is_set():
+            break
         try:
-            await asyncio.wait_for(stop.wait(), timeout=config.interval_s)
-        except TimeoutError:
-            try:
-                reconcile(fs, config, discover)
-            except (OSError, cdi.CDIError) as e:  # the files on disk stay as they were; retry next pass
-                log.error("CDI pass failed, keeping the current specs: %s", e)
+            reconcile(fs, config, discover)
+        except (OSError, cdi.CDIError) as e:  # the files on disk stay as they were; retry next pass
+            log.error("CDI pass failed, keeping the current specs: %s", e)

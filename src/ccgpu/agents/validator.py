@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass
 
 from ccgpu import labels
+from ccgpu.agents.pacing import Pace, sleep_or_stop
 from ccgpu.hw import pci
 from ccgpu.hw.pci import PCIDevice
 from ccgpu.hw.sysfs import Sysfs
@@ -125,10 +126,9 @@ class Validator:
             on_pass(wanted.files)
         return changed
 
-    async def run(self, stop: asyncio.Event, interval_s: float = 1.0, on_pass=None) -> None:
+    async def run(self, stop: asyncio.Event, interval_s: float = 1.0, on_pass=None, pace: Pace | None = None) -> None:
+        """A pass every `interval_s` (or whenever `pace` returns) until `stop`."""
+        pace = pace or sleep_or_stop
         while not stop.is_set():
             await self.once(on_pass)
-            try:
-                await asyncio.wait_for(stop.wait(), interval_s)
-            except TimeoutError:
-                pass
+            await pace(stop, interval_s)

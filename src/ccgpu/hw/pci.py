@@ -220,7 +220,7 @@ class _DeviceReader:
         if not required and name not in self.entries:
             return None
         try:
-            raw = self.fs.read_bytes(f"{self.real}/{name}")
+            raw = self.fs.read_in(self.real, name)
         except FileNotFoundError:
             raise self._fail(name, "missing; the kernel always creates it for a PCI function") from None
         except (IsADirectoryError, NotADirectoryError):

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import tempfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 
 class PathEscapeError(ValueError):
@@ -47,6 +48,7 @@ class Sysfs:
 
     def __init__(self, root: str | os.PathLike[str] = "/") -> None:
         self.root = Path(os.path.realpath(root))
+        self._root = str(self.root)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.root)!r})"
@@ -58,21 +60,29 @@ class Sysfs:
         With `follow=False` (lstat-like uses: readlink, exists, is_link, remove) only the parent directory must
         resolve inside the root; the last component may be a link to anywhere, since it is not followed.
         """
+        return self._resolve(rel, follow)[0]
+
+    def _lexical(self, rel: str | os.PathLike[str]) -> list[str]:
+        """The components of `rel` after the checks that need no file system: text, no NUL, relative, no `..`."""
         text = os.fspath(rel)
         if not isinstance(text, str):
             raise PathEscapeError(f"path must be text, got {type(text).__name__}")
         if "\x00" in text:
             raise PathEscapeError(f"path {text!r} contains a NUL byte")
-        pure = PurePosixPath(text)
-        if pure.is_absolute():
+        if text.startswith("/"):
             raise PathEscapeError(f"path {text!r} is absolute; Sysfs paths are relative to the root {self.root}")
-        if ".." in pure.parts:
+        parts = [p for p in text.split("/") if p and p != "."]
+        if ".." in parts:
             raise PathEscapeError(f"path {text!r} contains '..'; Sysfs paths may not leave the root")
-        candidate = self.root.joinpath(pure)
-        resolved = os.path.realpath(candidate if follow else candidate.parent)
+        return parts
+
+    def _resolve(self, rel: str | os.PathLike[str], follow: bool) -> tuple[Path, str]:
+        """(the on-disk path, what it resolves to), refusing a resolution outside the root."""
+        parts = self._lexical(rel)
+        resolved = _resolve_below(self._root, parts if follow else parts[:-1])
         if not self._inside(resolved):
-            raise PathEscapeError(f"path {text!r} resolves to {resolved}, outside the root {self.root}")
-        return candidate
+            raise PathEscapeError(f"path {os.fspath(rel)!r} resolves to {resolved}, outside the root {self.root}")
+        return (Path(self._root, *parts) if parts else self.root), resolved
 
     def _inside(self, resolved: str) -> bool:
         """Whether a resolved absolute path is the root or below it (string prefix: cheap on hot paths)."""
@@ -92,7 +102,23 @@ class Sysfs:
         return self.read_bytes(rel).decode("utf-8", errors="strict").rstrip("\n")
 
     def read_bytes(self, rel: str) -> bytes:
-        with open(self.path(rel), "rb") as f:
+        return self._read_path(self.path(rel))
+
+    def read_in(self, real_dir: str, name: str) -> bytes:
+        """Read the entry `name` of a directory whose root-relative path `realpath()` returned: only `name`
+        itself is looked up again (a link there gets the full check), which makes reading a device's dozen
+        attributes one lookup each instead of one per path component. The directory's own resolution has
+        the same check-then-open window as `read_bytes`; no more."""
+        if not name or "/" in name or name in (".", ".."):
+            raise PathEscapeError(f"{name!r} is not a single directory entry name")
+        full = os.path.join(self._root, *self._lexical(real_dir), name)
+        if os.path.islink(full):
+            return self.read_bytes(f"{real_dir}/{name}")
+        return self._read_path(Path(full))
+
+    def _read_path(self, path: Path) -> bytes:
+        """Read a checked path (the simulated host refuses write-only attributes here, as sysfs does)."""
+        with open(path, "rb") as f:
             return f.read()
 
     def readlink(self, rel: str) -> str:
@@ -101,7 +127,8 @@ class Sysfs:
 
     def realpath(self, rel: str) -> str:
         """The root-relative path a (chain of) symlink(s) resolves to."""
-        return self.relative(self.path(rel))
+        resolved = self._resolve(rel, follow=True)[1]
+        return "." if resolved == self._root else resolved[len(self._root):].lstrip("/")
 
     def listdir(self, rel: str) -> list[str]:
         """Directory entries, sorted so callers see a stable order."""
@@ -154,6 +181,39 @@ class Sysfs:
 
     def makedirs(self, rel: str) -> None:
         self.path(rel).mkdir(parents=True, exist_ok=True)
+
+
+def _resolve_below(root: str, parts: list[str]) -> str:
+    """`os.path.realpath(root/parts...)` for a `root` that is already resolved: only the components below it
+    are looked at (lstat each, follow links, up to 40 like the kernel), which is what makes a hot path of
+    many small reads cheap. A missing component ends the lookups and the rest is joined as written, as
+    `realpath` does for paths that do not exist. A link may lead outside the root; the caller checks."""
+    path = root
+    pending = list(reversed(parts))
+    links = 0
+    while pending:
+        name = pending.pop()
+        if name in ("", "."):
+            continue
+        if name == "..":
+            path = os.path.dirname(path) or "/"
+            continue
+        candidate = path + name if path.endswith("/") else f"{path}/{name}"
+        try:
+            is_link = stat.S_ISLNK(os.lstat(candidate).st_mode)
+        except OSError:  # missing (or not a directory): nothing more to resolve
+            return os.path.normpath("/".join([candidate, *reversed(pending)]))
+        if not is_link:
+            path = candidate
+            continue
+        links += 1
+        if links > 40:
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), candidate)
+        target = os.readlink(candidate)
+        if target.startswith("/"):
+            path = "/"
+        pending.extend(reversed(target.split("/")))
+    return path
 
 
 def _fsync_dir(directory: Path) -> None:

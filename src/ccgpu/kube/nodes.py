@@ -109,8 +109,10 @@ class NodeHandle:
             yield kind, _view(node)
 
 
-async def wait_until(predicate, *, timeout_s: float, interval_s: float = 0.05) -> bool:
-    """Poll an async predicate until it is true or the deadline passes; returns its last value."""
+async def wait_until(predicate, *, timeout_s: float, interval_s: float = 0.05, max_interval_s: float = 1.0) -> bool:
+    """Poll an async predicate until it is true or the deadline passes; returns its last value. The period
+    doubles from `interval_s` up to `max_interval_s`: a quick answer is seen quickly, and a long wait (pods
+    terminating on hundreds of nodes at once) does not turn into a flood of LIST requests."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
@@ -118,4 +120,5 @@ async def wait_until(predicate, *, timeout_s: float, interval_s: float = 0.05) -
             return True
         if loop.time() >= deadline:
             return False
-        await asyncio.sleep(interval_s)
+        await asyncio.sleep(min(interval_s, max(deadline - loop.time(), 0)))
+        interval_s = min(interval_s * 2, max_interval_s)

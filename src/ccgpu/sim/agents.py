@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ccgpu import labels
+from ccgpu.agents.pacing import Pace, sleep_or_stop
+from ccgpu.kube.nodes import NodeHandle, NodeView
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +31,90 @@ class AgentContext:
     env: dict[str, str] = field(default_factory=dict)
     plugin_dir: str = ""
     interval_s: float = 0.2
+    informers: Any = None  # the cluster's shared informers (sim.informer.Informers), when it has them
+    signals: Any = None  # the cluster's change signals (sim.signals.Signals): agents wake on their node's changes
+
+    def pace(self, *keys: Callable[[str], str]) -> Pace:
+        """How this node's agent waits between passes: until one of `keys` (node_key, host_key, state_key)
+        changes for this node, or the interval passes as a backstop, when the cluster signals changes; else
+        the plain interval."""
+        if self.signals is None:
+            return sleep_or_stop
+        return self.signals.pacer(*(k(self.node) for k in keys))
 
 
 Runner = Callable[[AgentContext, asyncio.Event], Awaitable[None]]
 
 
-def _node_handle(ctx: AgentContext, component: str):
-    from ccgpu.kube.nodes import NodeHandle
+def node_key(node: str) -> str:
+    """The signal a node's label or annotation change bumps."""
+    return f"node:{node}"
 
+
+def host_key(node: str) -> str:
+    """The signal any change of a node's host tree bumps (state or files)."""
+    return f"host:{node}"
+
+
+def state_key(node: str) -> str:
+    """The signal a change of a node's kernel/device state bumps (not agents' files)."""
+    return f"state:{node}"
+
+
+def _node_handle(ctx: AgentContext, component: str, cached_get: bool = False):
+    """The agent's NodeHandle. With the cluster's informers its watch is served from the shared node informer
+    (one watch connection per agent would make the client's connection pool, scanned on every request, as big
+    as the cluster); `cached_get` also answers `get` from there (for level-triggered agents that only read
+    labels). Writes, pods and Events always go to the API server."""
+    if ctx.informers is not None:
+        return SharedNodeHandle(ctx.client, ctx.node, component=component, informer=ctx.informers.nodes,
+                                cached_get=cached_get, pod_informer=ctx.informers.pods)
     return NodeHandle(ctx.client, ctx.node, component=component)
+
+
+def _view(node: dict[str, Any]) -> NodeView:
+    meta = node.get("metadata") or {}
+    return NodeView(name=meta.get("name", ""), labels=dict(meta.get("labels") or {}),
+                    annotations=dict(meta.get("annotations") or {}), resource_version=meta.get("resourceVersion"))
+
+
+class SharedNodeHandle(NodeHandle):
+    """A NodeHandle over the cluster's node informer (see `_node_handle`)."""
+
+    def __init__(self, client: Any, node_name: str, *, component: str, informer: Any, cached_get: bool,
+                 pod_informer: Any = None) -> None:
+        super().__init__(client, node_name, component=component)
+        self.informer = informer
+        self.pod_informer = pod_informer
+        self.cached_get = cached_get
+
+    async def get(self) -> NodeView:
+        node = self.informer.get(self.name) if self.cached_get else None
+        return _view(node) if node is not None else await super().get()
+
+    async def pods(self, app_names: list[str]) -> list[str]:
+        """Operand pods on this node, from the shared pod informer (the cc-manager asks this until they are
+        gone; hundreds of nodes asking the API server at once were most of its load)."""
+        if self.pod_informer is None:
+            return await super().pods(app_names)
+        return sorted(f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in
+                      self.pod_informer.indexed(self.name)
+                      if (p["metadata"].get("labels") or {}).get("app") in app_names)
+
+    async def watch(self, resource_version: str | None) -> AsyncIterator[tuple[str, NodeView]]:
+        """This node's changes after `resource_version`, as a watch of it would deliver them."""
+        queue = self.informer.subscribe(self.name)
+        try:
+            since = int(resource_version) if resource_version and resource_version.isdigit() else 0
+            current = self.informer.get(self.name)
+            if current is not None and int(current["metadata"].get("resourceVersion") or 0) > since:
+                yield "MODIFIED", _view(current)  # changed between the caller's read and this subscription
+            while True:
+                kind, node = await queue.get()
+                if int(node["metadata"].get("resourceVersion") or 0) > since:
+                    yield kind, _view(node)
+        finally:
+            self.informer.unsubscribe(queue, self.name)
 
 
 def _sysfs(ctx: AgentContext):
@@ -49,9 +126,9 @@ def _sysfs(ctx: AgentContext):
 async def run_validator(ctx: AgentContext, stop: asyncio.Event) -> None:
     from ccgpu.agents.validator import Validator
 
-    v = Validator(_sysfs(ctx), _node_handle(ctx, "sandbox-validator"),
+    v = Validator(_sysfs(ctx), _node_handle(ctx, "sandbox-validator", cached_get=True),
                   default_workload=ctx.env.get("DEFAULT_WORKLOAD", "container"))
-    await v.run(stop, interval_s=ctx.interval_s)
+    await v.run(stop, interval_s=ctx.interval_s, pace=ctx.pace(node_key, state_key))  # labels, drivers
 
 
 async def run_vfio_manager(ctx: AgentContext, stop: asyncio.Event) -> None:
@@ -64,7 +141,7 @@ async def run_vfio_manager(ctx: AgentContext, stop: asyncio.Event) -> None:
 
     mgr = VfioManager(_sysfs(ctx), include_nvswitches=ctx.env.get("BIND_NVSWITCHES") == "true",
                       modprobe=no_modprobe)
-    node = _node_handle(ctx, "vfio-manager")
+    node = _node_handle(ctx, "vfio-manager", cached_get=True)
     reported: set[str] = set()
 
     async def step() -> None:
@@ -78,7 +155,7 @@ async def run_vfio_manager(ctx: AgentContext, stop: asyncio.Event) -> None:
                 reported.add(msg)
                 log.warning("vfio-manager %s: %s", ctx.node, msg)
 
-    await every(ctx.interval_s, stop, step, f"vfio-manager {ctx.node}")
+    await every(ctx.interval_s, stop, step, f"vfio-manager {ctx.node}", pace=ctx.pace(node_key, state_key))
 
 
 async def run_cc_manager(ctx: AgentContext, stop: asyncio.Event) -> None:
@@ -99,7 +176,7 @@ async def run_cc_manager(ctx: AgentContext, stop: asyncio.Event) -> None:
         devices=lambda: host_devices(fs), host_tee=lambda: host_has_tee(fs), in_use=lambda: host_devices_in_use(fs),
         # A switch that failed on a transient API error is retried within a second (the production default of
         # 30 s, doubling, suits a real API server's outages, not the simulator's injected faults).
-        config=CCManagerConfig(default_mode=ctx.env.get("DEFAULT_CC_MODE", "on"), pause_timeout_s=60.0,
+        config=CCManagerConfig(default_mode=ctx.env.get("DEFAULT_CC_MODE", "on"),
                                failed_retry_s=1.0, failed_retry_max_s=4.0),
     )
     await mgr.run(stop)
@@ -119,15 +196,18 @@ async def run_kata_manager(ctx: AgentContext, stop: asyncio.Event) -> None:
 
     cfg = kata_manager.KataManagerConfig(host_root=ctx.host_root, aliases=_aliases(ctx), interval_s=ctx.interval_s,
                                          configure_containerd=True,
-                                         containerd_options={"restart": RestartMethod.NONE})
-    await kata_manager.run(cfg, stop)
+                                         containerd_options={"restart": RestartMethod.NONE},
+                                         pace=ctx.pace(state_key))  # CDI specs follow the devices' drivers
+    await kata_manager.run(cfg, stop, fs=_sysfs(ctx))  # the simulated host's Sysfs: its writes wake the node
 
 
 async def run_device_plugin(ctx: AgentContext, stop: asyncio.Event) -> None:
     from ccgpu.agents.device_plugin.server import DevicePluginAgent, DevicePluginConfig
 
+    # With change signals a pass runs when the host changed, so it rediscovers each time; without, on a timer.
     cfg = DevicePluginConfig(host_root=ctx.host_root, plugin_dir=ctx.plugin_dir, aliases=_aliases(ctx),
-                             rediscover_period_s=ctx.interval_s * 2, health_period_s=ctx.interval_s)
+                             rediscover_period_s=0.0 if ctx.signals is not None else ctx.interval_s * 2,
+                             health_period_s=ctx.interval_s, pace=ctx.pace(host_key))  # + validations, CDI
     await DevicePluginAgent(cfg).run(stop)
 
 

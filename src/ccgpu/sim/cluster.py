@@ -8,6 +8,10 @@ runtime per node, a scheduler, and the real operator, all in one process.
 Each node is a `SimulatedHost` tree under `<workdir>/nodes/<name>`; its kubelet's device-plugin sockets live in
 that tree (or in a short temporary directory when the path would exceed the unix socket limit). `outcomes()`
 states what a converged cluster must show and checks each item, so `ccgpu simulate` exits 0 only when all hold.
+
+Hundreds of nodes share one event loop, so nothing polls the API or the host trees on a timer: the kubelets,
+NFD, the scheduler, the DaemonSet controller and the checks read shared informers (`sim.informer`), and a
+node's agents wake when its labels or its host tree change (`sim.signals`); timers remain only as backstops.
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from ccgpu import labels as L
+from ccgpu.sim.agents import host_key, node_key, state_key
+from ccgpu.sim.informer import Informers
 from ccgpu.sim.resources import GPU_BDFS_ANNOTATION, NFR_CRD
+from ccgpu.sim.signals import Signals, unwatch_host, watch_host
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +38,7 @@ DEFAULT_NODES = "1x8xh100-snp,1x1xh200-snp,1x4xh100-notee,1x4xh100-notee:contain
 WORKLOADS = ("vm-passthrough", "container")
 SAMPLE_POD = "cc-sample"
 _SOCKET_LIMIT = 100  # sun_path is 108 bytes; leave room for the socket's own name
+POOL_SIZE = 64  # connections of the shared API client (see Cluster._make_client)
 
 
 class NodeSpecError(ValueError):
@@ -114,15 +122,18 @@ class Cluster:
         self.workdir = Path(workdir)
         self.seed = seed
         self.boot_s = boot_s
-        # Poll periods grow with the node count so that hundreds of nodes (and their agents) in one process
-        # do not saturate the one event loop they share. A pass of one node's agent costs a few ms of host-tree
-        # reads, so five agents per node every 0.05*n s keep the loop about half busy whatever n is (measured:
-        # at 0.02*n the loop saturates near 40 nodes and API calls start timing out). Below 10 nodes: 0.2 s.
+        # Everything reacts to changes: the controllers and kubelets read shared informers, and a node's agents
+        # run a pass when its labels or host tree change (`signals`). The periods below are backstops and the
+        # pace of whole-cluster passes, which cost O(nodes) of dict work each, so they grow gently with n.
         n = len(nodes)
-        self.interval_s = interval_s if interval_s is not None else max(0.1, 0.005 * n)
-        self.agent_interval_s = max(0.2, 0.05 * n)
-        self.nfd_interval_s = max(0.3, 0.006 * n)
-        self.check_interval_s = max(0.2, 0.02 * n)  # wait_converged re-reads every node's host tree per look
+        self.interval_s = interval_s if interval_s is not None else max(0.1, 0.001 * n)
+        self.agent_interval_s = max(1.0, 0.05 * n)  # backstop only: agents wake on their node's changes
+        self.nfd_interval_s = max(0.3, 0.002 * n)
+        self.check_interval_s = max(0.2, 0.004 * n)
+        self.signals: Any = None
+        self.informers: Any = None
+        self._http: Any = None
+        self._host_views: dict[str, tuple[int, list[dict[str, Any]], Outcome]] = {}
         self._tees: dict[str, str | None] = {}
         self.api: Any = None
         self.client: Any = None
@@ -169,10 +180,16 @@ class Cluster:
         from ccgpu.sim.scheduler import Scheduler
         from ccgpu.sim.vm_attestation import SimKbs
 
+        self.signals = Signals()
+        self.signals.bind()
         self.kbs = SimKbs(self.workdir / "attestation")
         await self.kbs.start()
         self.api = await asyncio.to_thread(lambda: ApiServer(seed=self.seed).start_in_thread())
         self.client = self._make_client(make_async_client)
+        self._http = self._make_http()
+        self.informers = Informers(self._http)
+        self.informers.nodes.on_change(self._node_changed)
+        await self.informers.start(self._stop)
         for crd in (policy.crd(), NFR_CRD):
             await self.client.create(codecs.from_dict(crd))
         await self.client.create(Namespace.from_dict({"metadata": {"name": NAMESPACE}}))
@@ -183,29 +200,32 @@ class Cluster:
             await asyncio.to_thread(SimulatedHost.create, root, spec.profile, containerd_config_version=2 + i % 2)
             self.hosts[spec.name] = str(root)
             self.plugin_dirs[spec.name] = self._plugin_dir(root)
+            watch_host(root, self._host_change_callback(spec.name))
         for spec in self.specs:
             node_labels = {L.WORKLOAD_CONFIG: spec.workload} if spec.workload != "container" else {}
             k = NodeKubelet(self.client, spec.name, self.hosts[spec.name], self.plugin_dirs[spec.name],
                             KataRuntime(self.hosts[spec.name], boot_s=self.boot_s, kbs=self.kbs, node=spec.name),
-                            node_labels,
-                            interval_s=self.interval_s)
+                            node_labels, interval_s=self.interval_s, informers=self.informers,
+                            on_restart=lambda name=spec.name: self.signals.bump(host_key(name)))
             await k.start()
             self.kubelets[spec.name] = k
-        self.nfd = NfdEmulator(self.client, self.hosts, interval_s=self.nfd_interval_s)
-        self.scheduler = Scheduler(self.client, interval_s=self.interval_s)
-        self.daemonsets = DaemonSetController(self.client, self.hosts, self.plugin_dirs, interval_s=self.interval_s,
-                                              agent_interval_s=self.agent_interval_s)
+        self.nfd = NfdEmulator(self.client, self.hosts, self.informers, interval_s=self.nfd_interval_s,
+                               state_generation=lambda name: self.signals.generation(state_key(name)))
+        self.scheduler = Scheduler(self.client, self.informers, interval_s=self.interval_s)
+        self.daemonsets = DaemonSetController(self.client, self.informers, self.hosts, self.plugin_dirs,
+                                              interval_s=1.0, agent_interval_s=self.agent_interval_s,
+                                              signals=self.signals)
         for name, comp in (("nfd", self.nfd), ("scheduler", self.scheduler), ("daemonsets", self.daemonsets)):
             self._tasks.append(asyncio.create_task(comp.run(self._stop), name=name))
-        fleet = KubeletFleet(self.client, self.kubelets, interval_s=self.interval_s)
+        fleet = KubeletFleet(self.kubelets, self.informers, interval_s=self.interval_s)
         self._tasks.append(asyncio.create_task(fleet.run(self._stop), name="kubelets"))
         self.start_operator()
 
     def _make_client(self, make_async_client: Any) -> Any:
-        """The one API client every in-process kubelet, controller and agent shares. httpx's default pool (100
-        connections, 20 kept alive) is too small here: each cc-manager holds a watch open, so at 100 nodes the
-        watches took every connection and all other requests waited for the pool until they timed out; and with
-        20 kept alive the rest reconnected on nearly every request. The pool grows with the node count."""
+        """The one API client every in-process kubelet, controller and agent shares. No agent holds a watch
+        on it (node watches are served from the shared informer), so a fixed pool serves any node count; it
+        must stay small, because httpx probes every idle pooled connection's socket on every request (a pool
+        sized to the cluster made each request cost O(nodes) system calls)."""
         import httpx2
 
         kubeconfig = self.api.kubeconfig_dict()
@@ -216,10 +236,36 @@ class Cluster:
 
         from ccgpu.kube.client import load_kubeconfig
 
-        size = 4 * len(self.specs) + 100
-        transport = httpx2.AsyncHTTPTransport(limits=httpx2.Limits(max_connections=size,
-                                                                   max_keepalive_connections=size))
+        transport = httpx2.AsyncHTTPTransport(limits=httpx2.Limits(max_connections=POOL_SIZE,
+                                                                   max_keepalive_connections=POOL_SIZE))
         return AsyncClient(config=load_kubeconfig(kubeconfig), field_manager="ccgpu-sim", transport=transport)
+
+    def _make_http(self) -> Any:
+        """A plain HTTP client for the informers: they read the API's JSON as it is (see sim.informer)."""
+        import httpx2
+
+        kubeconfig = self.api.kubeconfig_dict()
+        server = kubeconfig["clusters"][0]["cluster"]["server"]
+        token = kubeconfig["users"][0]["user"].get("token")
+        return httpx2.AsyncClient(base_url=server, headers={"Authorization": f"Bearer {token}"} if token else {},
+                                  timeout=httpx2.Timeout(30.0))
+
+    def _host_change_callback(self, node: str) -> Any:
+        def changed(what: str) -> None:
+            self.signals.bump(host_key(node))
+            if what == "state":
+                self.signals.bump(state_key(node))
+
+        return changed
+
+    def _node_changed(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        """Wake the node's agents when its labels or annotations changed (status updates wake nobody)."""
+        def meta(o: dict[str, Any] | None) -> tuple[Any, Any]:
+            m = (o or {}).get("metadata") or {}
+            return m.get("labels"), m.get("annotations")
+
+        if meta(old) != meta(new):
+            self.signals.bump(node_key(((new or old or {}).get("metadata") or {}).get("name", "")))
 
     def start_operator(self) -> None:
         """Run the real operator (kopf watches in its own thread, the reconcile loop on this one)."""
@@ -250,6 +296,12 @@ class Cluster:
         for k in self.kubelets.values():
             for uid in list(k.runtime.running):
                 k.runtime.stop(uid)
+        for root in self.hosts.values():
+            unwatch_host(root)
+        if self.informers is not None:
+            await self.informers.stop()
+        if self._http is not None:
+            await self._http.aclose()
         if self.client is not None:
             await self.client.close()
         if self.api is not None:
@@ -321,7 +373,8 @@ class Cluster:
         from lightkube.resources.core_v1 import Event
 
         out: dict[str, list[str]] = {}
-        async for e in self.client.list(Event, namespace="*"):
+        async for e in self.client.list(Event, namespace="*", fields={"reason": reason,
+                                                                       "involvedObject.kind": "Node"}):
             if e.involvedObject.kind == "Node" and e.reason == reason:
                 out.setdefault(e.involvedObject.name, []).append(e.message or "")
         return out
@@ -337,23 +390,36 @@ class Cluster:
             out.append({"bdf": bdf, "driver": dev.driver, "cc": dev.query_cc().current})
         return out
 
+    def _host_view(self, node: str) -> tuple[list[dict[str, Any]], Outcome]:
+        """The node's GPUs and drop-in outcome, read again only after its host tree changed (a look at 500
+        nodes must not parse 500 state files and 500 containerd configs)."""
+        generation = self.signals.generation(host_key(node))
+        cached = self._host_views.get(node)
+        if cached is not None and cached[0] == generation:
+            return cached[1], cached[2]
+        gpus = self.host_gpus(node)
+        dropin = self._dropin_outcome(node)
+        self._host_views[node] = (generation, gpus, dropin)
+        return gpus, dropin
+
     async def view(self) -> list[dict[str, Any]]:
-        """One row per node: workload, CC desired/state/ready, operands running, GPUs allocatable."""
+        """One row per node: workload, CC desired/state/ready, operands running, GPUs allocatable (from the
+        shared informers and the host trees)."""
         from ccgpu.sim.resources import SIM_OWNER
 
-        nodes = await self.nodes()
-        from lightkube.resources.core_v1 import Pod
-
         operands: dict[str, list[str]] = {}
-        async for p in self.client.list(Pod, namespace=NAMESPACE):
-            if (p.metadata.annotations or {}).get(SIM_OWNER) and p.status and p.status.phase == "Running":
-                operands.setdefault(p.spec.nodeName, []).append((p.metadata.labels or {}).get("app", "?"))
+        for p in self.informers.pods.items():
+            meta, status = p.get("metadata") or {}, p.get("status") or {}
+            if meta.get("namespace") == NAMESPACE and (meta.get("annotations") or {}).get(SIM_OWNER) \
+                    and status.get("phase") == "Running":
+                operands.setdefault(p["spec"].get("nodeName", ""), []).append((meta.get("labels") or {}).get("app",
+                                                                                                              "?"))
         rows = []
         for spec in self.specs:
-            n = nodes.get(spec.name) or {}
+            n = self.informers.nodes.get(spec.name) or {}
             lab = (n.get("metadata") or {}).get("labels") or {}
             alloc = (n.get("status") or {}).get("allocatable") or {}
-            gpus = self.host_gpus(spec.name)
+            gpus, _ = self._host_view(spec.name)
             rows.append({
                 "node": spec.name, "profile": spec.profile,
                 "workload": lab.get(L.WORKLOAD_CONFIG, "container"),
@@ -367,28 +433,28 @@ class Cluster:
             })
         return rows
 
-    async def outcomes(self, sample_pod: bool = False) -> Report:
-        """Check what a converged cluster must show (README: `ccgpu simulate`)."""
-        from lightkube.resources.apps_v1 import DaemonSet
-
+    async def outcomes(self, sample_pod: bool = False, rows: list[dict[str, Any]] | None = None) -> Report:
+        """Check what a converged cluster must show (README: `ccgpu simulate`); `rows` is a `view()` taken
+        just before, if the caller has one."""
         from ccgpu.operator.operands import deploy_operands
 
-        rows = {r["node"]: r for r in await self.view()}
+        rows_by_node = {r["node"]: r for r in (rows if rows is not None else await self.view())}
         forced_off = await self.node_events("CCModeDefaultForcedOff")
-        dsets = {d.metadata.name: d async for d in self.client.list(DaemonSet, namespace=NAMESPACE)}
+        dsets = {d["metadata"]["name"]: d for d in self.informers.daemonsets.items()
+                 if d["metadata"].get("namespace") == NAMESPACE}
         rep = Report()
         container_ops = sorted(o.value for o in deploy_operands(L.WorkloadConfig.CONTAINER, "kata", True))
         for spec in self.specs:
-            r = rows[spec.name]
+            r = rows_by_node[spec.name]
             if spec.workload == "container":
                 missing = [o for o in container_ops if o not in r["deploy"] and o != "mig-manager"]
                 rep.outcomes.append(Outcome(f"{spec.name}: NVIDIA's container operand labels", not missing,
                                             f"missing {missing}" if missing else ", ".join(r["deploy"])))
                 ds = dsets.get("nvidia-driver-daemonset")
-                ok = ds is not None and ds.status is not None and (ds.status.desiredNumberScheduled or 0) >= 1
+                ok = ds is not None and ((ds.get("status") or {}).get("desiredNumberScheduled") or 0) >= 1
                 rep.outcomes.append(Outcome(f"{spec.name}: NVIDIA driver DaemonSet scheduled", ok))
                 continue
-            rep.outcomes.append(self._dropin_outcome(spec.name))
+            rep.outcomes.append(self._host_view(spec.name)[1])
             tee = self._tee(spec.name)
             if tee:
                 ok = (r["cc_mode_state"] == "on" and r["cc_ready_state"] == "true"
@@ -462,9 +528,10 @@ class Cluster:
         deadline = loop.time() + timeout_s
         while True:
             try:
-                report = await self.outcomes(sample_pod)
+                rows = await self.view()
+                report = await self.outcomes(sample_pod, rows)
                 if progress is not None:
-                    progress(await self.view(), report)
+                    progress(rows, report)
             except Exception as e:  # noqa: BLE001 - an injected API fault: look again
                 report = Report([Outcome("the cluster could be read", False, f"{type(e).__name__}: {e}")])
             if report.ok or loop.time() > deadline:

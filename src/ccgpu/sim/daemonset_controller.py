@@ -58,6 +58,11 @@ def resolve_env(container: dict[str, Any], pod: dict[str, Any]) -> dict[str, str
     return env
 
 
+def _counts(scheduled: int, ready: int) -> dict[str, int]:
+    return {"desiredNumberScheduled": scheduled, "currentNumberScheduled": scheduled, "numberReady": ready,
+            "numberAvailable": ready, "updatedNumberScheduled": scheduled, "numberMisscheduled": 0}
+
+
 @dataclass
 class Running:
     """One operand pod's agent."""
@@ -70,66 +75,127 @@ class Running:
 
 
 class DaemonSetController:
-    """`hosts`: node → host root; `plugin_dirs`: node → the kubelet's device-plugin directory."""
+    """`hosts`: node → host root; `plugin_dirs`: node → the kubelet's device-plugin directory. Reads nodes,
+    pods and DaemonSets from the cluster's shared `informers` and looks again only at the nodes whose labels,
+    taints or operand pods changed (every node when a DaemonSet changed): a pass at 500 nodes then costs what
+    the changes cost, not nodes × DaemonSets."""
 
-    def __init__(self, client: Any, hosts: dict[str, str], plugin_dirs: dict[str, str],
+    def __init__(self, client: Any, informers: Any, hosts: dict[str, str], plugin_dirs: dict[str, str],
                  runners: dict[str, Runner] | None = None, interval_s: float = 0.1,
-                 agent_interval_s: float = 0.2, on_agent_exit: Callable[[str, str, BaseException | None], None]
-                 | None = None) -> None:
+                 agent_interval_s: float = 0.2, signals: Any = None,
+                 on_agent_exit: Callable[[str, str, BaseException | None], None] | None = None) -> None:
         self.client = client
+        self.informers = informers
         self.hosts = hosts
         self.plugin_dirs = plugin_dirs
         self.runners = RUNNERS if runners is None else runners
         self.interval_s = interval_s
         self.agent_interval_s = agent_interval_s
+        self.signals = signals
         self.running: dict[tuple[str, str, str], Running] = {}  # (namespace, ds, node)
         self.on_agent_exit = on_agent_exit
-        self._last_status: dict[tuple[str, str], dict[str, int]] = {}
+        self._dirty: set[str] = set()
+        self._workers: dict[str, asyncio.Task] = {}
+        self._last_error: dict[str, str] = {}
+        self._stopping: asyncio.Event | None = None
+        self._running_loop = False
+        self._wake = asyncio.Event()
+        self._gate = asyncio.Semaphore(32)  # nodes reconciled at once: a burst of 500 must not flood the client
+        informers.nodes.on_change(self._node_changed)
+        informers.pods.on_change(self._pod_changed)
+        informers.daemonsets.on_change(lambda old, new: self._mark(*self.hosts))
 
-    async def sync_once(self) -> None:
-        from lightkube.resources.apps_v1 import DaemonSet
-        from lightkube.resources.core_v1 import Node, Pod
+    # --- what to look at again ------------------------------------------------------------------------
+    def _mark(self, *nodes: str) -> None:
+        """Reconcile these nodes soon: each node has its own worker, so a slow node (an agent that takes its
+        time to stop) never holds up the others."""
+        for n in nodes:
+            if n not in self.hosts:
+                continue
+            self._dirty.add(n)
+            worker = self._workers.get(n)
+            if (worker is None or worker.done()) and self._running_loop:
+                self._workers[n] = asyncio.create_task(self._node_worker(n), name=f"daemonsets@{n}")
+        self._wake.set()
 
-        daemonsets = [d.to_dict() async for d in self.client.list(DaemonSet, namespace="*")]
-        nodes = [n.to_dict() async for n in self.client.list(Node)]
-        pods = {(p.metadata.namespace, p.metadata.name): p.to_dict()
-                async for p in self.client.list(Pod, namespace="*")
-                if (p.metadata.annotations or {}).get(SIM_OWNER)}
-        wanted: set[tuple[str, str, str]] = set()
-        for ds in daemonsets:
-            ns, name = ds["metadata"]["namespace"], ds["metadata"]["name"]
-            counts = {"desiredNumberScheduled": 0, "currentNumberScheduled": 0, "numberReady": 0,
-                      "numberAvailable": 0, "updatedNumberScheduled": 0, "numberMisscheduled": 0}
-            for node in nodes:
-                nname = node["metadata"]["name"]
-                if nname not in self.hosts or not should_run(ds, node):
-                    continue
-                key = (ns, name, nname)
-                wanted.add(key)
-                counts["desiredNumberScheduled"] += 1
-                pod = pods.get((ns, pod_name(name, nname)))
-                if pod is None:
-                    pod = await self._create_pod(ds, nname)
-                run = self.running.get(key)
-                if run is None:
-                    run = self._start(key, ds, pod)
-                elif run.task is not None and run.task.done():
-                    run = self._restart(key, ds, pod, run)
-                counts["currentNumberScheduled"] += 1
-                counts["updatedNumberScheduled"] += 1
-                if run.runnable:
-                    counts["numberReady"] += 1
-                    counts["numberAvailable"] += 1
-                await self._set_pod_status(pod, run)
-            await self._set_ds_status(ds, counts)
-        for key in [k for k in self.running if k not in wanted]:
-            await self._stop(key)
-        for (ns, pname), pod in pods.items():
-            owner = (pod["metadata"].get("labels") or {}).get("app")
-            node = pod["spec"].get("nodeName", "")
-            ds_name = (pod["metadata"].get("annotations") or {}).get(SIM_OWNER, "")
-            if (ns, ds_name, node) not in wanted:
-                await self._delete_pod(ns, pname, owner)
+    def _node_changed(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        def scheduling(o: dict[str, Any] | None) -> tuple[Any, Any]:
+            o = o or {}
+            return (o.get("metadata") or {}).get("labels"), (o.get("spec") or {}).get("taints")
+
+        if scheduling(old) != scheduling(new):
+            self._mark(((new or old or {}).get("metadata") or {}).get("name", ""))
+
+    def _pod_changed(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        pod = new or old or {}
+        if ((pod.get("metadata") or {}).get("annotations") or {}).get(SIM_OWNER):
+            self._mark((pod.get("spec") or {}).get("nodeName", ""))
+
+    async def _node_worker(self, node: str) -> None:
+        """Reconcile `node` until nothing new was marked for it; a failed pass is retried shortly."""
+        from ccgpu.sim.loop import wait_or_stop
+
+        while node in self._dirty and self._stopping is not None and not self._stopping.is_set():
+            self._dirty.discard(node)
+            try:
+                async with self._gate:
+                    await self.sync_node(node)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - level-triggered: the node is looked at again
+                msg = f"{type(e).__name__}: {e}"
+                if msg != self._last_error.get(node):
+                    log.warning("daemonset-controller: node %s failed (will retry): %s", node, msg)
+                self._last_error[node] = msg
+                self._dirty.add(node)
+                await wait_or_stop(self._stopping, 0.05)
+            else:
+                self._last_error.pop(node, None)
+
+    # --- one node --------------------------------------------------------------------------------------
+    async def sync_node(self, nname: str) -> None:
+        """Make the node's operand pods and agents what the DaemonSets say: create, start, restart, stop,
+        delete; the DaemonSets' own work runs concurrently (each is a few API round trips)."""
+        node = self.informers.nodes.get(nname)
+        daemonsets = self.informers.daemonsets.items()
+        wanted = {(ds["metadata"]["namespace"], ds["metadata"]["name"], nname): ds for ds in daemonsets
+                  if node is not None and should_run(ds, node)}
+        results = await asyncio.gather(*(self._sync_one(key, ds) for key, ds in wanted.items()),
+                                       *(self._stop(k) for k in list(self.running)
+                                         if k[2] == nname and k not in wanted),
+                                       return_exceptions=True)
+        stray = [p for p in self.informers.pods.indexed(nname)
+                 if ((p.get("metadata") or {}).get("annotations") or {}).get(SIM_OWNER)
+                 and (p["metadata"]["namespace"], p["metadata"]["annotations"][SIM_OWNER], nname) not in wanted]
+        results += await asyncio.gather(*(self._delete_pod(p["metadata"]["namespace"], p["metadata"]["name"],
+                                                           (p["metadata"].get("labels") or {}).get("app"))
+                                          for p in stray), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+
+    async def _sync_one(self, key: tuple[str, str, str], ds: dict[str, Any]) -> None:
+        ns, name, nname = key
+        pod = self.informers.pods.get(pod_name(name, nname), ns)
+        if pod is None:
+            pod = await self._create_pod(ds, nname)
+        run = self.running.get(key)
+        if run is None:
+            run = self._start(key, ds, pod)
+        elif run.task is not None and run.task.done():
+            run = self._restart(key, ds, pod, run)
+        await self._set_pod_status(pod, run)
+
+    async def sync_status(self) -> None:
+        """DaemonSet status counts, equal to the agents running."""
+        scheduled: dict[tuple[str, str], int] = {}
+        ready: dict[tuple[str, str], int] = {}
+        for (ns, name, _node), run in self.running.items():
+            scheduled[(ns, name)] = scheduled.get((ns, name), 0) + 1
+            ready[(ns, name)] = ready.get((ns, name), 0) + run.runnable
+        for ds in self.informers.daemonsets.items():
+            key = (ds["metadata"]["namespace"], ds["metadata"]["name"])
+            await self._set_ds_status(ds, _counts(scheduled.get(key, 0), ready.get(key, 0)))
 
     # --- pods --------------------------------------------------------------------------------------------
     async def _create_pod(self, ds: dict[str, Any], node: str) -> dict[str, Any]:
@@ -151,11 +217,13 @@ class DaemonSetController:
             "spec": {**(template.get("spec") or {}), "nodeName": node},
         }
         try:
-            return (await self.client.create(Pod.from_dict(body), namespace=meta["namespace"])).to_dict()
+            pod = (await self.client.create(Pod.from_dict(body), namespace=meta["namespace"])).to_dict()
         except ApiError as e:
             if e.status.code != 409:
                 raise
-            return (await self.client.get(Pod, body["metadata"]["name"], namespace=meta["namespace"])).to_dict()
+            pod = (await self.client.get(Pod, body["metadata"]["name"], namespace=meta["namespace"])).to_dict()
+        self.informers.pods.apply(pod)
+        return pod
 
     async def _delete_pod(self, ns: str, name: str, app: str | None) -> None:
         from lightkube.core.exceptions import ApiError
@@ -166,6 +234,9 @@ class DaemonSetController:
         except ApiError as e:
             if e.status.code != 404:
                 raise
+        gone = self.informers.pods.get(name, ns)
+        if gone is not None:
+            self.informers.pods.apply(gone, deleted=True)
         log.info("daemonset: deleted pod %s/%s (%s)", ns, name, app)
 
     async def _set_pod_status(self, pod: dict[str, Any], run: Running) -> None:
@@ -187,8 +258,9 @@ class DaemonSetController:
         body = {"status": {"phase": phase, "message": run.reason or None, "containerStatuses": containers,
                            "conditions": [{"type": "PodScheduled", "status": "True"},
                                           {"type": "Ready", "status": ready}]}}
-        await self.client.patch(Pod.Status, pod["metadata"]["name"], body, namespace=pod["metadata"]["namespace"],
-                                patch_type=PatchType.MERGE)
+        done = await self.client.patch(Pod.Status, pod["metadata"]["name"], body,
+                                       namespace=pod["metadata"]["namespace"], patch_type=PatchType.MERGE)
+        self.informers.pods.apply(done.to_dict())
 
     async def _set_ds_status(self, ds: dict[str, Any], counts: dict[str, int]) -> None:
         from lightkube.resources.apps_v1 import DaemonSet
@@ -198,8 +270,9 @@ class DaemonSetController:
         have = ds.get("status") or {}
         if all(have.get(k, 0) == v for k, v in counts.items()):
             return
-        await self.client.patch(DaemonSet.Status, ds["metadata"]["name"], {"status": counts},
-                                namespace=ds["metadata"]["namespace"], patch_type=PatchType.MERGE)
+        done = await self.client.patch(DaemonSet.Status, ds["metadata"]["name"], {"status": counts},
+                                       namespace=ds["metadata"]["namespace"], patch_type=PatchType.MERGE)
+        self.informers.daemonsets.apply(done.to_dict())
 
     # --- agents ------------------------------------------------------------------------------------------
     def _start(self, key: tuple[str, str, str], ds: dict[str, Any], pod: dict[str, Any],
@@ -219,7 +292,7 @@ class DaemonSetController:
             return run
         ctx = AgentContext(node=node, host_root=self.hosts[node], client=self.client,
                            env=resolve_env(container, pod), plugin_dir=self.plugin_dirs.get(node, ""),
-                           interval_s=self.agent_interval_s)
+                           interval_s=self.agent_interval_s, informers=self.informers, signals=self.signals)
         run.task = asyncio.create_task(self._supervise(key, agent, runner, ctx, run.stop), name=f"{name}@{node}")
         return run
 
@@ -235,6 +308,8 @@ class DaemonSetController:
             await asyncio.sleep(0.2)  # CrashLoopBackOff, shortened
         if self.on_agent_exit:
             self.on_agent_exit(agent, ctx.node, error)
+        if not stop.is_set():
+            self._mark(ctx.node)  # restart it
 
     def _restart(self, key, ds, pod, run: Running) -> Running:
         if run.stop.is_set():
@@ -267,9 +342,32 @@ class DaemonSetController:
             await self._stop(key)
 
     async def run(self, stop: asyncio.Event) -> None:
-        from ccgpu.sim.loop import every
+        """Reconcile every node once, then each node whenever it is marked (its labels, taints or operand
+        pods changed; every node when a DaemonSet changed); keep DaemonSet status true every `interval_s`."""
+        from ccgpu.sim.loop import wait_event_or_stop, wait_or_stop
 
+        self._stopping = stop
+        self._running_loop = True
+        self._mark(*self.hosts)
+        last_error = None
         try:
-            await every(self.interval_s, stop, self.sync_once, "daemonset-controller")
+            while not stop.is_set():
+                self._wake.clear()
+                try:
+                    await self.sync_status()
+                    last_error = None
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - retried on the next pass
+                    msg = f"{type(e).__name__}: {e}"
+                    if msg != last_error:
+                        log.warning("daemonset-controller status pass failed (will retry): %s", msg)
+                    last_error = msg
+                await wait_event_or_stop(self._wake, stop, self.interval_s)
+                await wait_or_stop(stop, 0.1)  # counts move in bursts: one status pass per burst
         finally:
+            self._running_loop = False
+            for w in self._workers.values():
+                w.cancel()
+            await asyncio.gather(*self._workers.values(), return_exceptions=True)
             await self.stop_all()

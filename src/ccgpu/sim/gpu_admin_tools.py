@@ -149,13 +149,17 @@ class InProcessBackend:
     For tests that drive many switches (crash injection at every step): a tool run costs a Python start-up,
     this costs nothing. Tests of the production backend use the emulator CLI above instead."""
 
+    _resetters = None  # one pool for every backend of the process (hundreds of simulated nodes share it)
+
     def __init__(self, host) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self.host = host
         self.calls: list[tuple[str, str]] = []
-        # one thread per concurrent reset (asyncio's default pool has cpu+4 threads: 8 GPUs would queue)
-        self._resetters = ThreadPoolExecutor(max_workers=64, thread_name_prefix="sim-gpu-reset")
+        # A thread per concurrent reset (asyncio's default pool has cpu+4 threads: 8 GPUs would queue); the
+        # pool is shared, so a cluster of 500 nodes does not keep a pool of idle threads per node.
+        if InProcessBackend._resetters is None:
+            InProcessBackend._resetters = ThreadPoolExecutor(max_workers=64, thread_name_prefix="sim-gpu-reset")
 
     def _dev(self, bdf, what: str):
         from ccgpu.hw.ccmode import CCBackendError

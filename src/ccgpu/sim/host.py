@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -36,6 +37,7 @@ from ccgpu.sim.boot import SimHostError, build_state, static_files
 from ccgpu.sim.kernel import KernelError
 from ccgpu.sim.profiles import HostProfile, get_profile
 from ccgpu.sim.render import render
+from ccgpu.sim.signals import host_changed
 from ccgpu.sim.state import DeviceState, Holder, HostState, StateStore, device_snapshot
 
 
@@ -317,11 +319,14 @@ class SimSysfs(Sysfs):
         super().__init__(root)
         self._host = SimulatedHost(self.root)
 
-    def read_bytes(self, rel: str) -> bytes:
-        path = self.path(rel)
-        if path.is_file() and not path.stat().st_mode & 0o444 and self.relative(path).startswith("sys/"):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), rel)
-        return super().read_bytes(rel)
+    def _read_path(self, path: Path) -> bytes:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = 0o444  # let the read below raise what it raises
+        if stat.S_ISREG(mode) and not mode & 0o444 and self.relative(path).startswith("sys/"):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return super()._read_path(path)
 
     def write(self, rel: str, value: str) -> None:
         path = self.path(rel)
@@ -421,11 +426,13 @@ class SimSysfs(Sysfs):
         """Creating a file under sys/ or proc/ fails with EACCES (vfs_create: no ->create), elsewhere works."""
         self._refuse_in_kernel_fs(rel, errno.EACCES, "creating a file")
         super().write_file(rel, data, mode)
+        host_changed(self.root, "file")
 
     def remove(self, rel: str, missing_ok: bool = True) -> None:
         """Removing a file under sys/ or proc/ fails with EPERM (vfs_unlink: no ->unlink), elsewhere works."""
         self._refuse_in_kernel_fs(rel, errno.EPERM, "removing a file")
         super().remove(rel, missing_ok)
+        host_changed(self.root, "file")
 
     def makedirs(self, rel: str) -> None:
         """Making a directory under sys/ or proc/ fails with EPERM (vfs_mkdir: no ->mkdir), elsewhere works."""

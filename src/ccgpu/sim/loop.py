@@ -17,9 +17,21 @@ async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
         pass
 
 
-async def every(interval_s: float, stop: asyncio.Event, step: Callable[[], Awaitable[Any]], name: str) -> None:
-    """Run `step` every `interval_s` until `stop`; a failing pass is logged and retried (level-triggered), so an
-    injected API fault delays convergence but never ends the controller."""
+async def wait_event_or_stop(event: asyncio.Event, stop: asyncio.Event, seconds: float) -> None:
+    """Return when `event` or `stop` is set, or after `seconds`."""
+    waits = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait())]
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+
+
+async def every(interval_s: float, stop: asyncio.Event, step: Callable[[], Awaitable[Any]], name: str,
+                pace: Callable[[asyncio.Event, float], Awaitable[None]] | None = None) -> None:
+    """Run `step` every `interval_s` (or whenever `pace(stop, interval_s)` returns) until `stop`; a failing pass
+    is logged and retried (level-triggered), so an injected API fault delays convergence but never ends the
+    controller."""
     last_error = None
     while not stop.is_set():
         try:
@@ -32,4 +44,4 @@ async def every(interval_s: float, stop: asyncio.Event, step: Callable[[], Await
             if msg != last_error:
                 log.warning("%s pass failed (will retry): %s", name, msg)
             last_error = msg
-        await wait_or_stop(stop, interval_s)
+        await (pace or wait_or_stop)(stop, interval_s)

@@ -44,8 +44,11 @@ def extended_requests(pod: dict[str, Any]) -> dict[str, int]:
 class NodeKubelet:
     def __init__(self, client: Any, node_name: str, host_root: str, plugin_dir: str,
                  runtime: KataRuntime | None = None, node_labels: dict[str, str] | None = None,
-                 interval_s: float = 0.1) -> None:
+                 interval_s: float = 0.1, informers: Any = None,
+                 on_restart: Any = None) -> None:
         self.client = client
+        self.informers = informers  # the cluster's shared informers: our own writes are recorded there at once
+        self.on_restart = on_restart  # called after a restart (the cluster wakes the node's agents with it)
         self.name = node_name
         self.host_root = host_root
         self.kubelet = FakeKubelet(plugin_dir)
@@ -79,7 +82,9 @@ class NodeKubelet:
         from lightkube.resources.core_v1 import Node
         from lightkube.types import PatchType
 
-        await self.client.patch(Node.Status, self.name, {"status": status}, patch_type=PatchType.MERGE)
+        node = await self.client.patch(Node.Status, self.name, {"status": status}, patch_type=PatchType.MERGE)
+        if self.informers is not None:
+            self.informers.nodes.apply(node.to_dict())
 
     async def start(self) -> None:
         await self.kubelet.start()
@@ -94,6 +99,8 @@ class NodeKubelet:
     async def restart(self) -> None:
         """A kubelet restart: every plugin socket is removed and must re-register; allocations are kept."""
         await self.kubelet.restart()
+        if self.on_restart is not None:
+            self.on_restart()
 
     # --- capacity ---------------------------------------------------------------------------------------
     def _live(self) -> dict[str, Any]:
@@ -267,25 +274,21 @@ class NodeKubelet:
 
 
 class KubeletFleet:
-    """Runs many nodes' kubelet passes off one listing of nodes and pods per pass (hundreds of simulated nodes
-    would otherwise each GET their node and LIST their pods several times a second)."""
+    """Runs many nodes' kubelet passes off the cluster's shared node and pod informers (hundreds of simulated
+    nodes would otherwise each GET their node and LIST their pods several times a second)."""
 
-    def __init__(self, client: Any, kubelets: dict[str, NodeKubelet], interval_s: float = 0.1) -> None:
-        self.client = client
+    def __init__(self, kubelets: dict[str, NodeKubelet], informers: Any, interval_s: float = 0.1) -> None:
         self.kubelets = kubelets
+        self.informers = informers
         self.interval_s = interval_s
 
     async def sync_once(self) -> None:
-        from lightkube.resources.core_v1 import Node, Pod
-
-        nodes = {n.metadata.name: n.to_dict() async for n in self.client.list(Node)}
-        by_node: dict[str, list[dict[str, Any]]] = {}
-        async for p in self.client.list(Pod, namespace="*"):
-            if p.spec and p.spec.nodeName in self.kubelets:
-                by_node.setdefault(p.spec.nodeName, []).append(p.to_dict())
-        results = await asyncio.gather(*(k.sync_once(nodes[name], by_node.get(name, []))
-                                         for name, k in self.kubelets.items() if name in nodes),
-                                       return_exceptions=True)
+        work = []
+        for name, k in self.kubelets.items():
+            node = self.informers.nodes.get(name)
+            if node is not None:
+                work.append(k.sync_once(node, self.informers.pods.indexed(name)))
+        results = await asyncio.gather(*work, return_exceptions=True)
         errors = [r for r in results if isinstance(r, Exception)]
         if errors:
             raise errors[0]

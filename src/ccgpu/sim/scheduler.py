@@ -143,26 +143,33 @@ def usage(pods: Iterable[Mapping[str, Any]], runtime_classes: Mapping[str, Mappi
 class Scheduler:
     """Binds the cluster's pending pods (those with no nodeName and the default scheduler) every pass."""
 
-    def __init__(self, client: Any, interval_s: float = 0.1) -> None:
+    def __init__(self, client: Any, informers: Any, interval_s: float = 0.1) -> None:
         self.client = client
+        self.informers = informers  # pods and nodes come from the cluster's shared informers
         self.interval_s = interval_s
         self._reported: dict[str, str] = {}  # pod uid → last unschedulable message (one Event per change)
+        self._binding: dict[str, str] = {}  # uid → node: bound by us, maybe not yet bound in the pod informer
         self.bound = 0
 
     async def sync_once(self) -> None:
-        from lightkube.resources.core_v1 import Node, Pod
         from lightkube.resources.node_v1 import RuntimeClass
 
-        # Unbound pods only (a field selector, as kube-scheduler's own watch uses): a pass with nothing to bind
-        # costs one small list instead of decoding every pod of hundreds of nodes.
-        unbound = [p.to_dict() async for p in self.client.list(Pod, namespace="*", fields={"spec.nodeName": ""})]
-        pending = [p for p in unbound if not (p.get("spec") or {}).get("nodeName")
+        pods = []
+        unbound = set()
+        for p in self.informers.pods.items():
+            uid = (p.get("metadata") or {}).get("uid", "")
+            if not (p.get("spec") or {}).get("nodeName"):
+                unbound.add(uid)
+                if uid in self._binding:  # count it where we bound it
+                    p = {**p, "spec": {**p["spec"], "nodeName": self._binding[uid]}}
+            pods.append(p)
+        self._binding = {u: n for u, n in self._binding.items() if u in unbound}
+        pending = [p for p in pods if not (p.get("spec") or {}).get("nodeName")
                    and (p.get("spec") or {}).get("schedulerName", "default-scheduler") == "default-scheduler"
                    and not (p.get("metadata") or {}).get("deletionTimestamp")]
         if not pending:
             return
-        pods = [p.to_dict() async for p in self.client.list(Pod, namespace="*")]
-        nodes = [n.to_dict() async for n in self.client.list(Node)]
+        nodes = self.informers.nodes.items()
         rcs = {r.metadata.name: r.to_dict() async for r in self.client.list(RuntimeClass)}
         used = usage(pods, rcs)
         for pod in sorted(pending, key=lambda p: p["metadata"].get("creationTimestamp") or ""):
@@ -196,6 +203,7 @@ class Scheduler:
             await self.client.create(binding, meta["name"], namespace=meta["namespace"])
         except msgspec.ValidationError:
             pass  # bound: the server answers a binding with a Status, which lightkube cannot read as a Binding
+        self._binding[meta.get("uid", "")] = node
         self.bound += 1
         self._reported.pop(meta.get("uid", ""), None)
         await post_event(self.client, pod, "Normal", "Scheduled",

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ccgpu.sim.signals import host_changed
+
 STATE_DIR = ".sim"
 STATE_FILE = "state.json"
 LOCK_FILE = "lock"
@@ -193,6 +195,7 @@ class StateStore:
         with os.fdopen(fd, "w") as f:
             f.write(state.to_json())
         os.replace(tmp, self.dir / STATE_FILE)
+        host_changed(self.root)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[HostState]:

@@ -125,7 +125,12 @@ async def test_operator_restart_mid_convergence_still_converges(workdir):
     await c.start()
     try:
         await c.apply_policy()
-        first = await c.wait_converged(0.5)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not c.informers.daemonsets.items() and loop.time() < deadline:  # the operator is at work
+            await asyncio.sleep(0.005)
+        assert c.informers.daemonsets.items(), "the operator created no DaemonSet"
+        first = await c.outcomes()
         assert not first.ok, "restart must land before convergence to test anything"
         await c.stop_operator()
         c.start_operator()

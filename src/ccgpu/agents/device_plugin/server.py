@@ -26,6 +26,7 @@ from ccgpu.agents.cdi import Aliases, DeviceIdentity
 from ccgpu.agents.device_plugin import allocation, health
 from ccgpu.agents.device_plugin import api_pb2 as pb
 from ccgpu.agents.device_plugin import api_pb2_grpc as pb_grpc
+from ccgpu.agents.pacing import Pace, sleep_or_stop
 from ccgpu.hw.pci import PCIDevice
 from ccgpu.hw.sysfs import Sysfs
 
@@ -66,6 +67,10 @@ class RegistrationBackoff:
         self._next_at = self.clock() + self.delay_s
         self._failed_on = kubelet_inode
         return grew
+
+    def wait_s(self) -> float:
+        """Seconds until the next attempt is due (0 when it is due now)."""
+        return max(0.0, self._next_at - self.clock())
 
     def due(self, kubelet_inode: int | None) -> bool:
         """Whether to attempt now: never without a kubelet socket; at once for a socket file not yet tried."""
@@ -208,6 +213,9 @@ class ResourceServer(pb_grpc.DevicePluginServicer):
         log.info("registered %s with the kubelet (endpoint %s)", self.resource, req.endpoint)
         return True
 
+    def kubelet_present(self) -> bool:
+        return _inode(self.plugin_dir / KUBELET_SOCKET) is not None
+
     @property
     def registered(self) -> bool:
         return self._kubelet_inode is not None
@@ -296,6 +304,7 @@ class DevicePluginConfig:
     wait_for_validations: bool = True
     health_period_s: float = 0.05
     rediscover_period_s: float = 1.0
+    pace: Pace = sleep_or_stop  # how to wait between passes (see agents.pacing)
 
 
 class DevicePluginAgent:
@@ -327,7 +336,7 @@ class DevicePluginAgent:
             if missing != announced:
                 log.info("waiting for the validator: %s missing under the host root", ", ".join(missing))
                 announced = missing
-            await _wait(stop, 0.1)
+            await self.config.pace(stop, 0.1)
         return False
 
     async def tick(self) -> None:
@@ -380,6 +389,23 @@ class DevicePluginAgent:
                 self._unhealthy_reasons.pop(old_key, None)
                 log.info("%s is now %s: withdrawing the old name", old.cdi_name, ident.cdi_name)
 
+    async def _wait_next(self, stop: asyncio.Event) -> None:
+        """Wait for the next pass: `pace` over the health period, cut short when a registration attempt ends
+        or a retry falls due (a pass looks at both, and a pace that waits for host changes would otherwise
+        leave them unseen until its backstop)."""
+        period = self.config.health_period_s
+        attempts = []
+        for server in self.servers.values():
+            if server._registering is not None:
+                attempts.append(server._registering)
+            elif not server.registered and server._retry.delay_s > 0 and server.kubelet_present():
+                period = min(period, server._retry.wait_s())  # a failed attempt's retry
+        pace = asyncio.ensure_future(self.config.pace(stop, period))
+        try:
+            await asyncio.wait({pace, *attempts}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            pace.cancel()
+
     async def run(self, stop: asyncio.Event | None = None, once: bool = False) -> None:
         stop = stop or asyncio.Event()
         try:
@@ -396,15 +422,8 @@ class DevicePluginAgent:
                         f"{', '.join(sorted(k for k, v in self.servers.items() if not v.registered))} "
                         f"within {ONCE_REGISTER_DEADLINE_S:.0f} s"
                     )
-                await _wait(stop, self.config.health_period_s)
+                await self._wait_next(stop)
         finally:
             for server in self.servers.values():
                 await server.stop()
 
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    """Sleep `seconds` or until `stop` is set, whichever comes first."""
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass

@@ -299,7 +299,7 @@ class ApiApp:
         rv_param = q.get("resourceVersion", "")
         resource = rt.plural
         ns = route.namespace if rt.namespaced else None
-        watcher = self.store.subscribe(rt.key, ns)
+        watcher = self.store.subscribe(rt.key, ns, _watched_name(q.get("fieldSelector")))
         resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json",
                                                        "Cache-Control": "no-cache, private"})
         resp.enable_chunked_encoding()
@@ -356,7 +356,7 @@ class ApiApp:
                     first = await asyncio.wait_for(watcher.queue.get(), max(wait, 0.001))
                 except TimeoutError:
                     if bookmarks and time.monotonic() >= next_bookmark:
-                        await resp.write(self._bookmark(rt, max(last_rv, 0)).encode())
+                        await resp.write(self._bookmark(rt, max(last_rv, watcher.seen_rv, 0)).encode())
                     if time.monotonic() >= next_bookmark:
                         next_bookmark = time.monotonic() + self.bookmark_interval
                     continue
@@ -428,6 +428,17 @@ class ApiApp:
 
 
 # --- request helpers -----------------------------------------------------------------------------------
+
+def _watched_name(field_selector: str | None) -> str | None:
+    """X when the field selector requires `metadata.name=X` (a watch of one object, as an agent's of its node),
+    so the store offers that watcher only X's events: hundreds of per-node watches then cost nothing per event
+    of another node. The full selector is still applied to what passes."""
+    for term in (field_selector or "").split(","):
+        name, sep, value = term.partition("=")
+        if sep and name.strip() == "metadata.name" and value.lstrip("=").strip():
+            return value.lstrip("=").strip()
+    return None
+
 
 def _sub(route: _Route) -> str:
     return "status" if route.subresource == "status" else ""

@@ -45,13 +45,19 @@ class TooOld(Exception):
 class Watcher:
     """One watch stream's inbox. `None` in the queue means: the server closed this stream."""
 
-    def __init__(self, key: Key, namespace: str | None):
+    def __init__(self, key: Key, namespace: str | None, name: str | None = None):
         self.key = key
         self.namespace = namespace
+        self.name = name  # a watch of one object (fieldSelector metadata.name=X): others never wake it
+        self.seen_rv = 0  # the newest event offered, queued or not (what a bookmark may report)
         self.queue: asyncio.Queue[Event | None] = asyncio.Queue()
 
     def offer(self, ev: Event) -> None:
-        if self.namespace is None or ev.obj["metadata"].get("namespace", "") == self.namespace:
+        self.seen_rv = ev.rv
+        meta = ev.obj["metadata"]
+        if self.name is not None and meta.get("name") != self.name:
+            return
+        if self.namespace is None or meta.get("namespace", "") == self.namespace:
             self.queue.put_nowait(ev)
 
     def close(self) -> None:
@@ -145,8 +151,8 @@ class Store:
             raise TooOld(rv, self.horizon + 1)
         return [e for e in self._log if e.rv > rv and e.key == key]
 
-    def subscribe(self, key: Key, namespace: str | None) -> Watcher:
-        w = Watcher(key, namespace)
+    def subscribe(self, key: Key, namespace: str | None, name: str | None = None) -> Watcher:
+        w = Watcher(key, namespace, name)
         self._watchers.setdefault(key, set()).add(w)
         return w
 
