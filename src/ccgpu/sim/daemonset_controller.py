@@ -97,8 +97,7 @@ class DaemonSetController:
         self._dirty: set[str] = set()
         self._workers: dict[str, asyncio.Task] = {}
         self._last_error: dict[str, str] = {}
-        self._stopping: asyncio.Event | None = None
-        self._running_loop = False
+        self._stopping: asyncio.Event | None = None  # run()'s stop event while it runs
         self._wake = asyncio.Event()
         self._gate = asyncio.Semaphore(32)  # nodes reconciled at once: a burst of 500 must not flood the client
         informers.nodes.on_change(self._node_changed)
@@ -114,7 +113,7 @@ class DaemonSetController:
                 continue
             self._dirty.add(n)
             worker = self._workers.get(n)
-            if (worker is None or worker.done()) and self._running_loop:
+            if (worker is None or worker.done()) and self._stopping is not None and not self._stopping.is_set():
                 self._workers[n] = asyncio.create_task(self._node_worker(n), name=f"daemonsets@{n}")
         self._wake.set()
 
@@ -347,7 +346,6 @@ class DaemonSetController:
         from ccgpu.sim.loop import wait_event_or_stop, wait_or_stop
 
         self._stopping = stop
-        self._running_loop = True
         self._mark(*self.hosts)
         last_error = None
         try:
@@ -366,7 +364,7 @@ class DaemonSetController:
                 await wait_event_or_stop(self._wake, stop, self.interval_s)
                 await wait_or_stop(stop, 0.1)  # counts move in bursts: one status pass per burst
         finally:
-            self._running_loop = False
+            self._stopping = None
             for w in self._workers.values():
                 w.cancel()
             await asyncio.gather(*self._workers.values(), return_exceptions=True)
