@@ -5,24 +5,12 @@ request probe hundreds of idle sockets)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from pathlib import Path
-
 import pytest
 
 from ccgpu.sim.cluster import Cluster, parse_nodes
 
 pytestmark = pytest.mark.timeout(90)
 
-
-@pytest.fixture
-def workdir():
-    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-    d = Path(tempfile.mkdtemp(prefix="ccgpu-pool-", dir=base))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 async def test_cc_managers_watch_their_nodes_without_a_watch_connection_each(workdir):

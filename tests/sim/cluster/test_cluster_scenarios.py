@@ -6,10 +6,6 @@ Each test builds a small cluster (1-GPU H200 SNP nodes converge fastest) and wai
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -19,13 +15,6 @@ from ccgpu.sim.scenario import run_scenario, validate
 
 pytestmark = pytest.mark.timeout(90)
 
-
-@pytest.fixture
-def workdir():
-    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-    d = Path(tempfile.mkdtemp(prefix="ccgpu-cluster-", dir=base))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 async def converged(spec, workdir) -> Cluster:

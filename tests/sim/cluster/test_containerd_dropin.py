@@ -3,9 +3,6 @@ vm-passthrough node, for main configs of version 2 and 3, and `ccgpu simulate`'s
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import tomllib
 from pathlib import Path
 
@@ -19,13 +16,6 @@ from ccgpu.sim.profiles import ProfileError
 
 pytestmark = pytest.mark.timeout(90)
 
-
-@pytest.fixture
-def workdir():
-    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-    d = Path(tempfile.mkdtemp(prefix="ccgpu-dropin-", dir=base))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 async def test_each_vm_passthrough_node_gets_a_dropin_naming_the_three_kata_runtime_classes(workdir):

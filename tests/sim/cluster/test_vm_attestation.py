@@ -6,9 +6,6 @@ with a `-snp` RuntimeClass runs only after the real KBS affirmed its guest's CPU
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -30,13 +27,6 @@ from ccgpu.sim.vm_attestation import (
 
 pytestmark = pytest.mark.timeout(90)
 
-
-@pytest.fixture
-def workdir():
-    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-    d = Path(tempfile.mkdtemp(prefix="ccgpu-attest-", dir=base))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 async def _cluster(workdir: Path) -> Cluster:
