@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ccgpu.agents.pacing import sleep_or_stop
 from ccgpu.sim.agents import RUNNERS, AgentContext, Runner, agent_name
 from ccgpu.sim.resources import SIM_OWNER
 from ccgpu.sim.scheduler import selector_matches, tolerates
@@ -132,8 +133,6 @@ class DaemonSetController:
 
     async def _node_worker(self, node: str) -> None:
         """Reconcile `node` until nothing new was marked for it; a failed pass is retried shortly."""
-        from ccgpu.sim.loop import wait_or_stop
-
         while node in self._dirty and self._stopping is not None and not self._stopping.is_set():
             self._dirty.discard(node)
             try:
@@ -147,7 +146,7 @@ class DaemonSetController:
                     log.warning("daemonset-controller: node %s failed (will retry): %s", node, msg)
                 self._last_error[node] = msg
                 self._dirty.add(node)
-                await wait_or_stop(self._stopping, 0.05)
+                await sleep_or_stop(self._stopping, 0.05)
             else:
                 self._last_error.pop(node, None)
 
@@ -343,7 +342,7 @@ class DaemonSetController:
     async def run(self, stop: asyncio.Event) -> None:
         """Reconcile every node once, then each node whenever it is marked (its labels, taints or operand
         pods changed; every node when a DaemonSet changed); keep DaemonSet status true every `interval_s`."""
-        from ccgpu.sim.loop import wait_event_or_stop, wait_or_stop
+        from ccgpu.sim.loop import wait_event_or_stop
 
         self._stopping = stop
         self._mark(*self.hosts)
@@ -362,7 +361,7 @@ class DaemonSetController:
                         log.warning("daemonset-controller status pass failed (will retry): %s", msg)
                     last_error = msg
                 await wait_event_or_stop(self._wake, stop, self.interval_s)
-                await wait_or_stop(stop, 0.1)  # counts move in bursts: one status pass per burst
+                await sleep_or_stop(stop, 0.1)  # counts move in bursts: one status pass per burst
         finally:
             self._stopping = None
             for w in self._workers.values():

@@ -118,10 +118,7 @@ class Informer:
                 self._notify(old, None)
         for obj in fresh.values():
             obj.setdefault("kind", kind)
-            old = self.cache.get(object_key(obj))
-            if old is None or _rv(old) < _rv(obj):
-                self.cache[object_key(obj)] = obj
-                self._notify(old, obj)
+            self.apply(obj)
         self._rv = (body.get("metadata") or {}).get("resourceVersion") or ""
 
     async def _watch(self) -> bool:

@@ -7,14 +7,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ccgpu.agents.pacing import sleep_or_stop
+
 log = logging.getLogger(__name__)
-
-
-async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass
 
 
 async def wait_event_or_stop(event: asyncio.Event, stop: asyncio.Event, seconds: float) -> None:
@@ -44,4 +39,4 @@ async def every(interval_s: float, stop: asyncio.Event, step: Callable[[], Await
             if msg != last_error:
                 log.warning("%s pass failed (will retry): %s", name, msg)
             last_error = msg
-        await (pace or wait_or_stop)(stop, interval_s)
+        await (pace or sleep_or_stop)(stop, interval_s)

@@ -78,23 +78,6 @@ class Signals:
             if not fut.done():
                 fut.set_result(None)
 
-    async def wait(self, keys: tuple[str, ...], since: tuple[int, ...], timeout_s: float) -> None:
-        """Return once any key's generation differs from `since`, or after `timeout_s`."""
-        if tuple(self.generation(k) for k in keys) != since:
-            return
-        fut = asyncio.get_running_loop().create_future()
-        for k in keys:
-            self._waiters.setdefault(k, set()).add(fut)
-        try:
-            await asyncio.wait_for(fut, timeout_s)
-        except TimeoutError:
-            pass
-        finally:
-            for k in keys:
-                waiting = self._waiters.get(k)
-                if waiting is not None:
-                    waiting.discard(fut)
-
     def pacer(self, *keys: str, settle_s: float = 0.02) -> Callable[[asyncio.Event, float], Awaitable[None]]:
         """A `pace(stop, interval_s)` (see agents.pacing) for one node's agent: return once one of `keys`
         changes, `stop` is set or `interval_s` passes; a change is followed by `settle_s` so that a burst of
