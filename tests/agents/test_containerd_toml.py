@@ -297,3 +297,16 @@ def test_containerd_16_without_cdi_is_a_warning_and_17_is_not() -> None:
     assert "has no CDI support" in runtime_version_findings(2, (1, 6), "main.toml")[0]
     assert runtime_version_findings(2, (1, 7), "main.toml") == []
     assert runtime_version_findings(3, (2, 1), "main.toml") == []
+
+
+def test_a_main_file_ccgpu_cannot_edit_in_place_is_refused_with_what_to_do() -> None:
+    # the key is `version`, spelled with an escape: ccgpu does not guess where that line is
+    with pytest.raises(ContainerdConfigError, match="add it to `imports` by hand, or import the drop-in's"):
+        add_import('"vers\\u0069on" = 2\n', "conf.d/ccgpu-kata.toml", "main.toml")
+
+
+def test_imports_goes_after_version_even_when_other_keys_come_first() -> None:
+    text = 'root = "/r"\n\nversion = 2  # schema\n\n[plugins.x]\n'
+    edited = add_import(text, "conf.d/ccgpu-kata.toml", "main.toml")
+    assert edited == 'root = "/r"\n\nversion = 2  # schema\nimports = ["conf.d/ccgpu-kata.toml"]\n\n[plugins.x]\n'
+    assert remove_import(edited, "conf.d/ccgpu-kata.toml", "main.toml", drop_empty=True) == text

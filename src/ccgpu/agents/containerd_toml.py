@@ -27,6 +27,7 @@ import tomlkit.exceptions
 import tomlkit.items
 
 from ccgpu import labels
+from ccgpu.agents import toml_text
 
 SUPPORTED_VERSIONS = (2, 3)
 CRI_RUNTIME_PLUGIN = {2: "io.containerd.grpc.v1.cri", 3: "io.containerd.cri.v1.runtime"}
@@ -310,35 +311,38 @@ def import_covering(doc: Mapping[str, Any], main_path: str, dropin_path: str, wh
 
 
 def add_import(text: str, entry: str, where: str) -> str:
-    """The main file's text with `entry` appended to `imports` (created right after `version` when absent);
-    comments, order and formatting elsewhere are kept."""
+    """The main file's text with `entry` appended to `imports`; when the file has no `imports`, one line
+    `imports = ["entry"]` right after the `version` line. No other byte changes, whichever tomlkit is installed
+    (`toml_text` edits the text itself and checks the result parses to exactly the one added entry)."""
     doc = parse_config(text, where)
     imports = _imports(doc, where)
     if entry in imports:
         return text
-    if "imports" in doc:
-        doc["imports"].append(entry)
-    else:
-        array = tomlkit.array()
-        array.append(entry)
-        try:  # keep `imports` beside `version` at the top, where containerd's own files have it
-            doc._insert_after("version", "imports", array)
-        except (AttributeError, KeyError):  # pragma: no cover - tomlkit without the helper
-            doc["imports"] = array
-    return tomlkit.dumps(doc)
+    try:
+        if "imports" in doc:
+            return toml_text.append_element(text, "imports", entry)
+        return toml_text.add_key_after(text, "version", "imports", [entry])
+    except toml_text.TomlEditError as e:
+        raise ContainerdConfigError(
+            f"{where}: ccgpu cannot add {entry!r} to `imports` without touching other lines ({e}); add it to "
+            "`imports` by hand, or import the drop-in's directory with an absolute glob such as "
+            "/etc/containerd/conf.d/*.toml"
+        ) from e
 
 
 def remove_import(text: str, entry: str, where: str, drop_empty: bool) -> str:
-    """The main file's text without `entry` in `imports` (the key removed when it empties and `drop_empty`)."""
+    """The main file's text without `entry` in `imports` (the `imports` line removed when it empties and
+    `drop_empty`, i.e. ccgpu created it): the inverse of `add_import`, byte for byte."""
     doc = parse_config(text, where)
-    imports = _imports(doc, where)
-    if entry not in imports:
+    if entry not in _imports(doc, where):
         return text
-    if drop_empty and imports == [entry]:
-        del doc["imports"]
-    else:
-        doc["imports"].remove(entry)
-    return tomlkit.dumps(doc)
+    try:
+        return toml_text.remove_element(text, "imports", entry, drop_empty=drop_empty)
+    except toml_text.TomlEditError as e:
+        raise ContainerdConfigError(
+            f"{where}: ccgpu cannot remove {entry!r} from `imports` without touching other lines ({e}); "
+            "remove that entry by hand"
+        ) from e
 
 
 def _plain(value: Any) -> Any:
