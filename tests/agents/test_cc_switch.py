@@ -138,3 +138,31 @@ def test_paused_app_names_are_the_operand_daemonsets_pod_app_labels():
     assert "nvidia-kata-sandbox-device-plugin-daemonset" in names
     assert "nvidia-sandbox-device-plugin-daemonset" in names
     assert "nvidia-vfio-manager" in names and len(names) == len(set(names)) == 7
+
+
+def test_plan_entering_ppcie_turns_off_gpus_in_devtools_too():
+    """PPCIe needs CC fully off: a GPU in `devtools` (a CC mode) is switched off first, like one in `on`."""
+    devs = H100 + SWITCHES
+    a, b = (d.bdf for d in H100)
+    all_bdfs = tuple(d.bdf for d in devs)
+    steps = plan_switch(
+        CCMode.PPCIE, cc={a: "devtools", b: "off"}, ppcie=dict.fromkeys(all_bdfs, "off"), devices=devs
+    )
+    assert steps == [Step("apply-cc", (a,), "off"), Step("apply-ppcie", all_bdfs, "on")]
+
+
+def test_ppcie_is_refused_when_an_nvswitch_is_not_ppcie_capable():
+    """Every device must be PPCIe-capable, switches included, not only the GPUs."""
+    old_switch = Device("0000:07:00.0", "A100 NVSwitch", True, False, False)
+    d = decide_mode("ppcie", "on", host_tee=True, devices=[*H100, *SWITCHES, old_switch])
+    assert d.mode is None
+    assert "not capable: 0000:07:00.0 (A100 NVSwitch)" in d.error
+
+
+def test_restore_leaves_a_label_someone_set_to_another_value():
+    saved = {"nvidia.com/gpu.deploy.vfio-manager": "true", "nvidia.com/gpu.deploy.sandbox-validator": "custom"}
+    node = {
+        "nvidia.com/gpu.deploy.vfio-manager": "false",  # an admin turned it off during the switch
+        "nvidia.com/gpu.deploy.sandbox-validator": "custom_" + labels.PAUSED_FOR_CC,
+    }
+    assert restore_patch(node, saved) == {"nvidia.com/gpu.deploy.sandbox-validator": "custom"}

@@ -40,9 +40,12 @@ def test_vendored_schema_is_identical_to_the_shared_copy(shared):
 
 
 def test_validator_accepts_the_official_good_examples_and_refuses_the_bad(shared):
-    for good in sorted((shared / "schemas/cdi/testdata/good").glob("*.json")):
+    goods = sorted((shared / "schemas/cdi/testdata/good").glob("*.json"))
+    bads = sorted((shared / "schemas/cdi/testdata/bad").glob("*.json"))
+    assert goods and bads, "the official CDI examples are missing from shared/schemas/cdi/testdata"
+    for good in goods:
         cdi.validate_spec(json.loads(good.read_text()))
-    for bad in sorted((shared / "schemas/cdi/testdata/bad").glob("*.json")):
+    for bad in bads:
         text = bad.read_text()
         with pytest.raises(CDIError, match="CDI"):
             cdi.validate_spec(json.loads(text) if text.strip() else None)
@@ -68,11 +71,21 @@ def test_iommufd_identity_is_the_cdev_name_with_only_the_cdev_node(tmp_path):
     assert ident.nodes == ("/dev/vfio/devices/vfio3",)
 
 
-def test_identify_refuses_a_cdev_name_that_could_become_another_path(tmp_path):
+@pytest.mark.parametrize("cdev", ["../../etc", "vfio1/../x", "vfio", "vfio3x", "vfio3\n", "xvfio3", "vfio-3"])
+def test_identify_refuses_a_cdev_name_that_could_become_another_path(tmp_path, cdev):
     host = FakeVfioHost(tmp_path, iommufd=True)
-    dev = host.add("0000:3a:00.0", group=12, vfio_dev="../../etc")
+    dev = dataclasses.replace(host.add("0000:3a:00.0", group=12, vfio_dev="vfio3"), vfio_dev=cdev)
     with pytest.raises(CDIError, match="vfioN"):
         cdi.identify(dev, HostMode.IOMMUFD)
+
+
+@pytest.mark.parametrize("group", [None, -1])
+def test_identify_refuses_a_legacy_device_without_a_real_iommu_group(tmp_path, group):
+    """`-1` would become `/dev/vfio/-1` and the CDI name `pgpu=-1`; no group means no VFIO node at all."""
+    host = FakeVfioHost(tmp_path)
+    dev = dataclasses.replace(host.add("0000:3a:00.0", group=12), iommu_group=group)
+    with pytest.raises(CDIError, match="legacy VFIO needs an IOMMU group"):
+        cdi.identify(dev, HostMode.LEGACY)
 
 
 def test_empty_alias_gives_per_model_kinds_and_nvswitches_their_own_kind(tmp_path):

@@ -140,3 +140,31 @@ def test_read_in_checks_a_link_in_place_of_an_attribute(root, tmp_path):
         fs.read_in("dev", "class")
     with pytest.raises(PathEscapeError):
         fs.read_in("dev", "../dev/vendor")
+
+
+def test_a_sibling_directory_whose_name_starts_with_the_roots_is_outside(root, tmp_path):
+    """`/host` must not admit `/hostile`: the check is by path component, not by string prefix."""
+    sibling = tmp_path / (root.name + "evil")
+    sibling.mkdir()
+    (sibling / "secret").write_text("outside")
+    os.symlink(sibling / "secret", root / "sys/abs-sibling")
+    os.symlink(f"../../{sibling.name}/secret", root / "sys/rel-sibling")
+    fs = Sysfs(root)
+    for link in ("sys/abs-sibling", "sys/rel-sibling"):
+        with pytest.raises(PathEscapeError, match="outside the root"):
+            fs.read(link)
+    with pytest.raises(PathEscapeError, match="outside the root"):
+        fs.relative(sibling / "secret")
+
+
+def test_lstat_like_calls_still_resolve_the_parent_directory(root, tmp_path):
+    """readlink/exists/remove do not follow the last component, but a link *above* it is followed and checked:
+    `sys/out/secret` through a link `sys/out -> <outside>` is refused and the outside file is untouched."""
+    os.symlink(tmp_path, root / "sys/out")
+    fs = Sysfs(root)
+    with pytest.raises(PathEscapeError, match="outside the root"):
+        fs.remove("sys/out/secret")
+    with pytest.raises(PathEscapeError, match="outside the root"):
+        fs.readlink("sys/out/secret")
+    assert not fs.exists("sys/out/secret") and not fs.is_link("sys/out/secret")
+    assert (tmp_path / "secret").read_text() == "outside"

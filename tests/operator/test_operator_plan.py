@@ -205,3 +205,37 @@ def test_on_a_creation_time_tie_the_policy_named_cluster_policy_wins():
     a = _policy("another", "2026-11-01T00:00:00Z", uid="uid-2")
     b = _policy("cluster-policy", "2026-11-01T00:00:00Z")
     assert P.in_effect([a, b]) is b
+
+
+def _foreign(name="someone-elses", labels=None):
+    return {"apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": name, "namespace": "ccgpu", "labels": labels or {"app": name}}}
+
+
+def test_an_object_without_the_managed_by_label_is_never_deleted():
+    """The owned set can hold objects someone else made in our namespace; only ours may be deleted."""
+    foreign = _foreign()
+    key = P.ObjectKey.of(foreign)
+    assert P.diff_objects({}, {key: foreign}) == []
+    snap = P.Snapshot(policies=[_policy()], nodes=_mixed_nodes(), owned={key: foreign})
+    assert ("delete", key) not in [(w.verb, w.key) for w in _run(snap).writes]
+    snap.policies.clear()  # no policy: everything ours is taken back, still not theirs
+    assert ("delete", key) not in [(w.verb, w.key) for w in _run(snap).writes]
+    assert snap.owned == {key: foreign}
+
+
+def test_a_policy_being_deleted_is_not_in_effect_and_its_labels_are_taken_back():
+    snap = P.Snapshot(policies=[_policy()], nodes=_mixed_nodes())
+    _run(snap)
+    snap.policies[0]["metadata"]["deletionTimestamp"] = "2026-11-26T15:01:00Z"
+    assert P.in_effect(snap.policies) is None
+    plan = _run(snap)
+    assert plan.policy is None
+    assert snap.nodes == _mixed_nodes() and snap.owned == {}
+
+
+def test_exactly_max_node_events_relabelled_nodes_still_get_one_event_each():
+    nodes = {f"n{i}": dict(GPU) for i in range(P.MAX_NODE_EVENTS)}
+    plan = P.reconcile(P.Snapshot(policies=[_policy()], nodes=nodes), namespace="ccgpu", images=IMAGES, now="t")
+    labelled = [e for e in plan.events if e.reason == "GPULabelsUpdated"]
+    assert sorted(e.name for e in labelled) == sorted(nodes)
