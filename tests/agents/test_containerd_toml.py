@@ -172,9 +172,30 @@ def test_version2_dropin_carries_the_main_files_whole_cri_section() -> None:
     assert cri["enable_cdi"] is True
 
 
-def test_rendering_is_deterministic() -> None:
-    runtimes = kata_runtimes(["kata-qemu-nvidia-gpu", "kata-qemu-nvidia-gpu-snp"], KATA_DIR)
-    assert render_dropin(2, runtimes, {"x": 1}) == render_dropin(2, runtimes, {"x": 1})
+GOLDEN_V3_DROPIN = """\
+# Written by ccgpu (kata-manager).
+# `ccgpu agent containerd-config cleanup` removes it and restores the main file.
+version = 3
+
+[plugins."io.containerd.cri.v1.runtime"]
+enable_cdi = true
+
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.kata-qemu-nvidia-gpu-snp]
+runtime_type = "io.containerd.kata-qemu-nvidia-gpu-snp.v2"
+runtime_path = "/opt/kata/bin/containerd-shim-kata-v2"
+privileged_without_host_devices = true
+pod_annotations = ["io.katacontainers.*"]
+
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.kata-qemu-nvidia-gpu-snp.options]
+ConfigPath = "/opt/kata/share/defaults/kata-containers/configuration-qemu-nvidia-gpu-snp.toml"
+"""
+
+
+def test_the_rendered_dropin_is_byte_for_byte_the_known_text() -> None:
+    """An unchanged input must rewrite no byte, across tomlkit releases too (CI runs this with the oldest and
+    the newest): a changed rendering would rewrite every node's drop-in and restart containerd."""
+    runtimes = kata_runtimes(["kata-qemu-nvidia-gpu-snp"], KATA_DIR)
+    assert render_dropin(3, runtimes, {}) == GOLDEN_V3_DROPIN
 
 
 def test_existing_runtime_with_other_shim_is_a_conflict_and_an_identical_one_is_not() -> None:

@@ -375,6 +375,11 @@ async def test_a_pace_that_waits_for_host_changes_still_sees_its_registration_th
         await node.kubelet.wait_for_health(PGPU, {"12": H, "13": H})
         await wait_until(lambda: node.agent.ticks >= 2)  # the attempt's end woke the pass that reads its outcome
         assert all(s._registering is None for s in node.agent.servers.values()), "the outcome was collected"
+        # Parked in its pace after the last pass, with nothing else it waits on: no attempt in flight and no
+        # retry due, so only a change (the pace returning) can start another pass.
+        await wait_until(lambda: len(passes) == node.agent.ticks)
+        assert all(s.registered and s._retry.delay_s == 0 for s in node.agent.servers.values())
         ticks = node.agent.ticks
-        await asyncio.sleep(0.2)
+        for _ in range(5):
+            await asyncio.sleep(0)
         assert node.agent.ticks == ticks, "registered: no pass without a change"

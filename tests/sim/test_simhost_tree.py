@@ -57,6 +57,7 @@ def test_gpu_attribute_files_equal_the_real_capture_modulo_replaced_identifiers(
     host = make_host(profile)
     real = capture_files(shared, capture)
     assert REPLACED_ATTRS <= set(real)
+    assert host.gpus(), f"profile {profile} has no GPUs to compare"
     for bdf in host.gpus():
         devdir = host.root / "sys/bus/pci/devices" / bdf
         for name, content in real.items():
@@ -129,6 +130,7 @@ def test_every_device_modalias_class_and_model_agree_with_the_catalog(make_host)
     for profile in ("8xh100-snp", "8xb200-tdx", "1xh100-pcie-snp", "1xh200-snp"):
         host = make_host(profile)
         fs = Sysfs(host.root)
+        assert host.devices(), f"profile {profile} has no devices"
         for bdf in host.devices():
             base = f"sys/bus/pci/devices/{bdf}"
             vendor, device = int(fs.read(f"{base}/vendor"), 16), int(fs.read(f"{base}/device"), 16)
@@ -243,6 +245,7 @@ def test_grace_host_modules_alias_names_nvgrace_gpu_vfio_pci(make_host):
 
 def test_profiles_can_start_gpus_unbound_or_on_vfio_pci(make_host):
     unbound = make_host("8xh100-snp", gpu_driver=None)
+    assert len(unbound.gpus()) == 8 and len(unbound.nvswitches()) == 4
     assert all(unbound.device(b).driver is None for b in unbound.gpus() + unbound.nvswitches())
     vfio = make_host("8xh100-snp-iommufd", gpu_driver="vfio-pci")
     fs = Sysfs(vfio.root)
@@ -318,6 +321,7 @@ def test_h100_nvl_host_shows_device_0x2321_which_the_catalog_calls_cc_capable(ma
     """gpu-operator#1851: NVIDIA's allowlist left H100 NVL (0x2321) out of CC; the simulated host carries one."""
     host = make_host("2xh100-nvl-snp")
     fs = Sysfs(host.root)
+    assert len(host.gpus()) == 2
     for bdf in host.gpus():
         assert fs.read(f"sys/bus/pci/devices/{bdf}/device") == "0x2321"
         assert host.gpu(bdf).query_cc().cc_capable

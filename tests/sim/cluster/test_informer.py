@@ -157,9 +157,12 @@ async def test_pacer_returns_on_a_bump_from_another_thread_on_stop_and_after_the
     await pace(stop, 10)
     assert loop.time() - t0 < 5, "a bump from a worker thread woke it"
 
-    signals.bump("node:b")  # another node's change
     waiter = asyncio.create_task(pace(stop, 10))
-    await asyncio.sleep(0.05)
+    while not signals._waiters.get("node:a"):  # parked on node:a's future
+        await asyncio.sleep(0)
+    signals.bump("node:b")  # another node's change, fired at once on this loop
+    for _ in range(5):
+        await asyncio.sleep(0)
     assert not waiter.done(), "another node's change does not wake it"
     stop.set()
     await asyncio.wait_for(waiter, 5)
