@@ -26,6 +26,18 @@ def shared() -> Path:
     return shared_dir()
 
 
+def require_fuse() -> None:
+    """Skip a test that mounts a simulated host where FUSE is missing; in CI (`CI` set), where .ci/run installs
+    it, fail instead, so such tests never stop running unnoticed."""
+    from ccgpu.sim.host_mount import unavailable
+
+    reason = unavailable()
+    if reason and os.environ.get("CI"):
+        pytest.fail(f"FUSE is required in CI: {reason}")
+    if reason:
+        pytest.skip(f"needs FUSE: {reason}")
+
+
 def ccgpu_command(*args: str) -> list[str]:
     """argv that runs this checkout's `ccgpu` CLI in a subprocess (use with `ccgpu_env()`)."""
     import sys

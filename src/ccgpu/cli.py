@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -169,13 +170,6 @@ _KUBECONFIG = typer.Option(
 _METRICS_PORT = typer.Option(0, "--metrics-port", envvar="METRICS_PORT", help="Serve Prometheus /metrics (0: off).")
 
 
-def _sysfs_for(root: str):
-    """The host's Sysfs; a simulated tree gets the simulator's kernel semantics only with CCGPU_SIMULATED_HOST=1."""
-    from ccgpu.hw.sysfs import open_host
-
-    return open_host(root)
-
-
 @agent_app.command("cc-manager")
 def agent_cc_manager(
     node_name: str | None = typer.Option(None, "--node-name", envvar="NODE_NAME", help="This node (required)."),
@@ -208,7 +202,7 @@ def agent_cc_manager(
     node_cli.run_cc_manager(
         node_name=node_name, default_cc_mode=default_cc_mode, host_root=host_root, evict=evict,
         gpu_admin_tools=gpu_admin_tools, kubeconfig=kubeconfig, metrics_port=metrics_port,
-        readiness_file=readiness_file, pause_timeout=pause_timeout, once=once, debug=debug, sysfs_for=_sysfs_for,
+        readiness_file=readiness_file, pause_timeout=pause_timeout, once=once, debug=debug,
     )
 
 
@@ -227,7 +221,7 @@ def agent_vfio_manager(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand is None:
         from ccgpu.agents import node_cli
 
-        node_cli.run_vfio_manager_from_env(sysfs_for=_sysfs_for)
+        node_cli.run_vfio_manager_from_env()
 
 
 @vfio_app.command("bind")
@@ -241,7 +235,7 @@ def agent_vfio_bind(
     from ccgpu.agents import node_cli
 
     node_cli.vfio_bind_or_unbind("bind", all_devices=all_devices, device=device, host_root=host_root,
-                                 nvswitches=bind_nvswitches, sysfs_for=_sysfs_for)
+                                 nvswitches=bind_nvswitches)
 
 
 @vfio_app.command("unbind")
@@ -257,7 +251,7 @@ def agent_vfio_unbind(
     from ccgpu.agents import node_cli
 
     node_cli.vfio_bind_or_unbind("unbind", all_devices=all_devices, device=device, host_root=host_root,
-                                 nvswitches=unbind_nvswitches, sysfs_for=_sysfs_for)
+                                 nvswitches=unbind_nvswitches)
 
 
 @vfio_app.command("run")
@@ -275,8 +269,7 @@ def agent_vfio_run(
     from ccgpu.agents import node_cli
 
     node_cli.run_vfio_manager(host_root=host_root, nvswitches=bind_nvswitches, node_name=node_name,
-                              kubeconfig=kubeconfig, interval=interval, metrics_port=metrics_port,
-                              sysfs_for=_sysfs_for)
+                              kubeconfig=kubeconfig, interval=interval, metrics_port=metrics_port)
 
 
 @agent_app.command("validator")
@@ -300,7 +293,7 @@ def agent_validator(
 
     node_cli.run_validator(host_root=host_root, node_name=node_name, kubeconfig=kubeconfig,
                            default_workload=default_workload, check_cc=check_cc, interval=interval,
-                           metrics_port=metrics_port, once=once, sysfs_for=_sysfs_for)
+                           metrics_port=metrics_port, once=once)
 
 
 @app.command()
@@ -387,9 +380,21 @@ def sim_host(
     cc_mode: Annotated[
         str, typer.Option("--cc-mode", help="Mode the GPUs booted in: off, on, devtools or ppcie.")
     ] = "off",
+    mount: Annotated[
+        bool | None,
+        typer.Option(
+            "--mount/--no-mount",
+            help="Present DIR through FUSE so writes under sys/ have the kernel's effects for any program "
+            "(default: when FUSE is available); --no-mount writes a plain tree.",
+        ),
+    ] = None,
+    unmount: Annotated[
+        bool, typer.Option("--unmount", help="Unmount the simulated host at DIR and delete its files.")
+    ] = False,
 ) -> None:
-    """Build a simulated host tree (sysfs, /dev/vfio, /proc) from a profile, for tests and scripts."""
+    """Build a simulated host (sysfs, /dev/vfio, /proc) from a profile, for tests, scripts and agents."""
     from ccgpu.sim import host as simhost
+    from ccgpu.sim import host_mount
     from ccgpu.sim.profiles import ProfileError
     from ccgpu.sim.profiles import list_profiles as profiles
 
@@ -399,6 +404,22 @@ def sim_host(
         return
     if directory is None:
         raise typer.BadParameter("give the DIRECTORY to build the host in (or --list-profiles)", param_hint="DIRECTORY")
+    if unmount:
+        if not host_mount.is_mounted(directory) and not host_mount.backing_dir(directory).exists():
+            typer.echo(f"error: no simulated host is mounted at {directory}", err=True)
+            raise typer.Exit(2)
+        try:
+            host_mount.unmount(directory)
+        except host_mount.MountError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(f"unmounted {directory}")
+        return
+    fuse_missing = host_mount.unavailable()
+    if mount and fuse_missing:
+        typer.echo(f"error: --mount: {fuse_missing}", err=True)
+        raise typer.Exit(2)
+    mounting = mount is not False and fuse_missing is None
     overrides: dict[str, object] = {}
     if gpu_driver is not None:
         if gpu_driver not in ("nvidia", "vfio-pci", "none"):
@@ -409,12 +430,40 @@ def sim_host(
     if cc_mode not in ("off", "on", "devtools", "ppcie"):
         raise typer.BadParameter(f"{cc_mode!r}; accepted: off, on, devtools, ppcie", param_hint="--cc-mode")
     overrides["ppcie_mode" if cc_mode == "ppcie" else "cc_mode"] = "on" if cc_mode == "ppcie" else cc_mode
+    if mounting and directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        typer.echo(f"error: {directory} must be an empty or absent directory", err=True)
+        raise typer.Exit(2)
+    tree = host_mount.backing_dir(directory) if mounting else directory
+    if mounting and tree.exists():  # left by a server that died: the mount point is empty, so it is stale
+        shutil.rmtree(tree)
     try:
-        built = simhost.SimulatedHost.create(directory, profile, **overrides)
+        built = simhost.SimulatedHost.create(tree, profile, **overrides)
     except (ProfileError, simhost.SimHostError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(simhost.describe(built))
+    if not mounting:
+        typer.echo(simhost.describe(built))
+        if mount is None:
+            typer.echo(
+                f"note: {directory} is a plain tree ({fuse_missing}): programs can read it, but writes under "
+                "sys/ have no kernel effect; --no-mount says that is what you want",
+                err=True,
+            )
+        return
+    try:
+        host_mount.mount(directory, tree)
+    except host_mount.MountError as e:
+        shutil.rmtree(tree, ignore_errors=True)
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    described = simhost.describe(built).replace(str(tree), str(directory.resolve())).splitlines()[:-1]
+    typer.echo("\n".join(described))
+    typer.echo(
+        f"  mounted through FUSE: any program (agents with --host-root, a shell, a container) sees the kernel's "
+        f"behaviour at {directory.resolve()}\n"
+        f"  its state: ccgpu.sim.host.SimulatedHost.open({str(tree)!r}); stop with "
+        f"`ccgpu sim host --unmount {directory}`"
+    )
 
 
 @verify_app.command("snp")

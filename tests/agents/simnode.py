@@ -56,6 +56,38 @@ def host_tree(profile: str = "8xh100-snp", **overrides) -> Iterator[SimulatedHos
         shutil.rmtree(d, ignore_errors=True)
 
 
+class MountedHost:
+    """A simulated host mounted through FUSE (`ccgpu.sim.host_mount`): `root` is the mount point, which agents
+    get as their host root and see Linux's behaviour through; everything else is the `SimulatedHost` over the
+    backing files (its state, faults, devices), which the FUSE server shares."""
+
+    def __init__(self, root: Path, host: SimulatedHost) -> None:
+        self.root = root
+        self.host = host
+
+    def __getattr__(self, name: str):
+        return getattr(self.host, name)
+
+
+@contextmanager
+def mounted_host(profile: str = "8xh100-snp", **overrides) -> Iterator[MountedHost]:
+    """A simulated host an unmodified program can use: built, mounted, and unmounted afterwards."""
+    from ccgpu.sim import host_mount
+    from tests.conftest import require_fuse
+
+    require_fuse()
+    d = Path(tempfile.mkdtemp(prefix="ccgpu-mounted-"))
+    mountpoint = d / "host"
+    backing = host_mount.backing_dir(mountpoint)
+    try:
+        host = SimulatedHost.create(backing, profile, fixtures=shared_dir() / "fixtures", **overrides)
+        host_mount.mount(mountpoint, backing)
+        yield MountedHost(mountpoint, host)
+    finally:
+        host_mount.unmount(mountpoint)
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def tool_backend(host: SimulatedHost) -> GpuAdminToolsBackend:
     """The production backend, pointed at the emulator of nvidia_gpu_tools.py over `host`."""
     env = ccgpu_env(**{gpu_admin_tools.HOST_ROOT_ENV: str(host.root)})

@@ -1,5 +1,6 @@
 """`ccgpu agent cc-manager | vfio-manager | validator`: flags and NVIDIA's env var names, exit codes, output,
-structured logs, readiness files, and bad input that changes nothing."""
+structured logs, readiness files, and bad input that changes nothing. The agents run unmodified with a mounted
+simulated host as their host root (`mounted_host`, a FUSE mount): nothing tells them it is simulated."""
 
 from __future__ import annotations
 
@@ -13,18 +14,11 @@ from typer.testing import CliRunner
 
 from ccgpu import labels
 from ccgpu.cli import app
-from ccgpu.hw.sysfs import SIMULATED_HOST_ENV
 from ccgpu.kube.client import load_kubeconfig
 from ccgpu.sim import gpu_admin_tools
 from ccgpu.sim.apiserver import ApiServer
-from tests.agents.simnode import DEPLOY_LABELS, NODE, host_tree, nvidia_drivers
+from tests.agents.simnode import DEPLOY_LABELS, NODE, mounted_host, nvidia_drivers
 from tests.conftest import ccgpu_env
-
-
-@pytest.fixture(autouse=True)
-def simulated_host_key(monkeypatch):
-    """The agents treat a host tree as simulated only with this key (hw.sysfs.open_host), as the cluster sets it."""
-    monkeypatch.setenv(SIMULATED_HOST_ENV, "1")
 
 runner = CliRunner()
 
@@ -39,7 +33,7 @@ def test_help_lists_every_agent_command_with_a_one_line_help():
 
 
 def test_vfio_bind_all_then_unbind_all_through_the_cli_with_host_root_from_env():
-    with host_tree() as host:
+    with mounted_host() as host:
         result = runner.invoke(app, ["agent", "vfio-manager", "bind", "--all"], env={"HOST_ROOT": str(host.root)})
         assert result.exit_code == 0, result.output
         assert all(f"{b} bound vfio-pci" in result.stdout for b in host.gpus())
@@ -51,7 +45,7 @@ def test_vfio_bind_all_then_unbind_all_through_the_cli_with_host_root_from_env()
 
 
 def test_vfio_bind_with_bind_nvswitches_env_binds_the_switches_too():
-    with host_tree() as host:
+    with mounted_host() as host:
         env = {"HOST_ROOT": str(host.root), "BIND_NVSWITCHES": "true"}
         result = runner.invoke(app, ["agent", "vfio-manager", "bind", "--all"], env=env)
         assert result.exit_code == 0, result.output
@@ -59,7 +53,7 @@ def test_vfio_bind_with_bind_nvswitches_env_binds_the_switches_too():
 
 
 def test_vfio_bind_failures_exit_1_and_name_every_failed_device():
-    with host_tree(iommu=False) as host:
+    with mounted_host(iommu=False) as host:
         result = runner.invoke(app, ["agent", "vfio-manager", "bind", "--all", "--host-root", str(host.root)])
         assert result.exit_code == 1
         assert "bind failed for 8 of 8 devices" in result.stderr
@@ -67,7 +61,7 @@ def test_vfio_bind_failures_exit_1_and_name_every_failed_device():
 
 
 def test_vfio_unbind_of_a_gpu_a_vm_holds_exits_1_naming_it_and_leaves_it_bound():
-    with host_tree() as host:
+    with mounted_host() as host:
         runner.invoke(app, ["agent", "vfio-manager", "bind", "--all", "--host-root", str(host.root)])
         busy = host.gpus()[4]
         host.gpu(busy).hold_busy()
@@ -87,7 +81,7 @@ def test_vfio_unbind_of_a_gpu_a_vm_holds_exits_1_naming_it_and_leaves_it_bound()
     ],
 )
 def test_vfio_bad_device_selection_exits_2_saying_what_is_accepted_and_changes_nothing(args, message):
-    with host_tree() as host:
+    with mounted_host() as host:
         before = nvidia_drivers(host)
         result = runner.invoke(app, ["agent", "vfio-manager", "bind", *args, "--host-root", str(host.root)])
         assert result.exit_code == 2, result.output
@@ -113,13 +107,13 @@ def test_cc_manager_bad_configuration_exits_2_before_touching_anything(env, mess
 
 
 def test_cc_manager_once_switches_the_node_through_the_cli_and_logs_json_lines(tmp_path, monkeypatch):
-    with host_tree() as host, ApiServer() as api:
+    with mounted_host() as host, ApiServer() as api:
         kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
         sync = Client(config=load_kubeconfig(str(kubeconfig)))
         sync.create(Node(metadata=ObjectMeta(name=NODE, labels={**DEPLOY_LABELS, labels.CC_MODE: "on"})))
         ready = tmp_path / "run" / ".cc-manager-ctr-ready"
         # the backend's tool runs inherit the environment: the emulator needs this checkout and the host tree
-        for key, value in ccgpu_env(**{gpu_admin_tools.HOST_ROOT_ENV: str(host.root)}).items():
+        for key, value in ccgpu_env(**{gpu_admin_tools.HOST_ROOT_ENV: str(host.host.root)}).items():
             monkeypatch.setenv(key, value)
         env = {"NODE_NAME": NODE, "HOST_ROOT": str(host.root), "KUBECONFIG": str(kubeconfig),
                "GPU_ADMIN_TOOLS": gpu_admin_tools.__file__, "CC_READINESS_FILE": str(ready),
@@ -145,7 +139,7 @@ def test_vfio_manager_without_subcommand_runs_like_the_daemonset_and_keeps_gpus_
 
     from tests.conftest import ccgpu_command
 
-    with host_tree() as host:
+    with mounted_host() as host:
         ready = host.root / labels.VALIDATIONS_DIR / labels.READY_VFIO_PCI
         proc = subprocess.Popen(  # noqa: S603 - fixed argv: this interpreter running this checkout's CLI
             ccgpu_command("agent", "vfio-manager"), env=ccgpu_env(HOST_ROOT=str(host.root), NODE_NAME=""),
@@ -168,7 +162,7 @@ def test_vfio_manager_without_subcommand_runs_like_the_daemonset_and_keeps_gpus_
 
 
 def test_cc_manager_once_with_an_invalid_label_exits_1_naming_the_valid_values_and_touches_no_gpu(tmp_path):
-    with host_tree() as host, ApiServer() as api:
+    with mounted_host() as host, ApiServer() as api:
         kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
         sync = Client(config=load_kubeconfig(str(kubeconfig)))
         sync.create(Node(metadata=ObjectMeta(name=NODE, labels={**DEPLOY_LABELS, labels.CC_MODE: "enabled"})))
@@ -185,7 +179,7 @@ def test_validator_once_serves_metrics_and_prints_which_files_it_wrote(tmp_path)
     import socket
     import urllib.request
 
-    with host_tree() as host, socket.socket() as probe:
+    with mounted_host() as host, socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
         probe.close()
@@ -211,7 +205,7 @@ def test_cc_manager_killed_mid_switch_then_restarted_finishes_the_switch(tmp_pat
 
     from tests.conftest import ccgpu_command
 
-    with host_tree() as host, ApiServer() as api:
+    with mounted_host() as host, ApiServer() as api:
         kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
         sync = Client(config=load_kubeconfig(str(kubeconfig)))
         sync.create(Node(metadata=ObjectMeta(name=NODE, labels={**DEPLOY_LABELS, labels.CC_MODE: "on"})))
@@ -219,7 +213,7 @@ def test_cc_manager_killed_mid_switch_then_restarted_finishes_the_switch(tmp_pat
                         spec=PodSpec(nodeName=NODE, containers=[Container(name="a", image="ccgpu")])))
         env = ccgpu_env(NODE_NAME=NODE, HOST_ROOT=str(host.root), KUBECONFIG=str(kubeconfig),
                         GPU_ADMIN_TOOLS=gpu_admin_tools.__file__, CC_READINESS_FILE=str(tmp_path / "ready"),
-                        **{gpu_admin_tools.HOST_ROOT_ENV: str(host.root)})
+                        **{gpu_admin_tools.HOST_ROOT_ENV: str(host.host.root)})
         agent = subprocess.Popen(ccgpu_command("agent", "cc-manager"), env=env,  # noqa: S603 - fixed argv
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:

@@ -80,19 +80,6 @@ def test_readlink_of_a_link_to_outside_returns_the_target_without_following_it(r
         fs.read("proc/42/fd/7")
 
 
-def test_open_host_is_plain_sysfs_unless_both_simulation_keys_are_present(tmp_path, monkeypatch, shared):
-    from ccgpu.hw.sysfs import SIMULATED_HOST_ENV, open_host
-    from ccgpu.sim.host import SimSysfs, SimulatedHost
-
-    SimulatedHost.create(tmp_path / "host", "1xh200-snp", fixtures=shared / "fixtures")
-    monkeypatch.delenv(SIMULATED_HOST_ENV, raising=False)
-    assert type(open_host(tmp_path / "host")) is Sysfs
-    monkeypatch.setenv(SIMULATED_HOST_ENV, "1")
-    assert isinstance(open_host(tmp_path / "host"), SimSysfs)
-    (tmp_path / "real").mkdir()
-    assert type(open_host(tmp_path / "real")) is Sysfs
-
-
 # --- the resolver: realpath's answer, looking only below the root -----------------------------------------
 
 _NAMES = ("a", "b", "l1", "l2", "abs", "loop", "gone")

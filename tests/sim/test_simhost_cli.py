@@ -1,4 +1,5 @@
-"""`ccgpu sim host`: materialise a simulated host for people and scripts."""
+"""`ccgpu sim host --no-mount`: materialise a simulated host tree for people and scripts (the FUSE mount, the
+default, is tests/sim/test_simhost_mount.py)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def test_list_profiles_names_every_profile_with_its_description():
 def test_sim_host_builds_a_tree_another_process_can_open(host_dir):
     target = host_dir / "node"
     result = runner.invoke(
-        app, ["sim", "host", str(target), "--profile", "8xh100-snp-iommufd", "--gpu-driver", "vfio-pci"]
+        app, ["sim", "host", str(target), "--no-mount", "--profile", "8xh100-snp-iommufd", "--gpu-driver", "vfio-pci"]
     )
     assert result.exit_code == 0, result.output
     assert "0000:18:00.0" in result.output and "vfio-pci" in result.output
@@ -39,7 +40,7 @@ def test_sim_host_builds_a_tree_another_process_can_open(host_dir):
 
 
 def test_sim_host_no_iommu_variant(host_dir):
-    result = runner.invoke(app, ["sim", "host", str(host_dir / "n"), "-p", "1xh200-snp", "--no-iommu"])
+    result = runner.invoke(app, ["sim", "host", str(host_dir / "n"), "--no-mount", "-p", "1xh200-snp", "--no-iommu"])
     assert result.exit_code == 0, result.output
     assert Sysfs(host_dir / "n").listdir("sys/kernel/iommu_groups") == []
 
@@ -64,7 +65,7 @@ def test_sysfs_for_gives_the_simulated_kernel_only_for_simulated_trees(make_host
 
 def test_sim_host_cc_mode_option_boots_gpus_in_that_mode(host_dir):
     result = runner.invoke(
-        app, ["sim", "host", str(host_dir / "p"), "-p", "1xh200-snp", "--cc-mode", "ppcie"]
+        app, ["sim", "host", str(host_dir / "p"), "--no-mount", "-p", "1xh200-snp", "--cc-mode", "ppcie"]
     )
     assert result.exit_code == 0, result.output
     host = SimulatedHost.open(host_dir / "p")

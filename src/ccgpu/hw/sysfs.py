@@ -222,22 +222,3 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-SIMULATED_HOST_ENV = "CCGPU_SIMULATED_HOST"
-_SIMULATED_HOST_MARKER = ".sim/state.json"
-
-
-def open_host(root: str | os.PathLike[str] = "/") -> Sysfs:
-    """The `Sysfs` an agent should use for `root`.
-
-    Always a plain `Sysfs`, except when the cluster-in-a-box runs an agent as a subprocess: it sets
-    `CCGPU_SIMULATED_HOST=1` and points the agent at a simulated host tree, and then the simulator's `Sysfs`
-    (which applies the kernel's side effects) is loaded by name, so production code never imports ccgpu.sim
-    and a real host is never treated as simulated without both keys.
-    """
-    if os.environ.get(SIMULATED_HOST_ENV) == "1" and os.path.exists(os.path.join(root, _SIMULATED_HOST_MARKER)):
-        import importlib
-
-        return importlib.import_module("ccgpu.sim.host").SimSysfs(root)
-    return Sysfs(root)
