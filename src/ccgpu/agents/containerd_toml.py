@@ -321,9 +321,12 @@ def add_import(text: str, entry: str, where: str) -> str:
     else:
         array = tomlkit.array()
         array.append(entry)
-        try:  # keep `imports` beside `version` at the top, where containerd's own files have it
-            doc._insert_after("version", "imports", array)
-        except (AttributeError, KeyError):  # pragma: no cover - tomlkit without the helper
+        # Keep `imports` beside `version` at the top, where containerd's own files have it. tomlkit has no
+        # public insert; its typed `_insert_at` is the one way (its `_insert_after` is gone, which mypy caught).
+        at = next((i for i, (key, _) in enumerate(doc.body) if key is not None and key.key == "version"), None)
+        if at is not None and at + 1 < len(doc.body):
+            doc._insert_at(at + 1, "imports", array)
+        else:  # no `version`, or it is the last line: appending puts `imports` at the end of the top keys
             doc["imports"] = array
     return tomlkit.dumps(doc)
 
