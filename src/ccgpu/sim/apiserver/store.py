@@ -7,6 +7,7 @@ Everything runs on the server's event loop, so a commit (bump rv, store, log, no
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 from collections import deque
 from collections.abc import Iterable
@@ -146,7 +147,7 @@ class Store:
         self._log.clear()
 
     # --- watch -------------------------------------------------------------------------------------
-    def events_since(self, key: Key, rv: int) -> list[Event]:
+    def events_since(self, key: Key, rv: int) -> builtins.list[Event]:
         if rv < self.horizon:
             raise TooOld(rv, self.horizon + 1)
         return [e for e in self._log if e.rv > rv and e.key == key]
