@@ -410,7 +410,7 @@ def sim_host(
         raise typer.BadParameter(f"{cc_mode!r}; accepted: off, on, devtools, ppcie", param_hint="--cc-mode")
     overrides["ppcie_mode" if cc_mode == "ppcie" else "cc_mode"] = "on" if cc_mode == "ppcie" else cc_mode
     try:
-        built = simhost.SimulatedHost.create(directory, profile, **overrides)
+        built = simhost.SimulatedHost.create(directory, profile, fixtures=None, **overrides)
     except (ProfileError, simhost.SimHostError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
