@@ -110,6 +110,8 @@ class Controller:
         policies = self.overlay.merge("policies", self.sources.policies())
         nodes = self.overlay.merge("nodes", self.sources.nodes())
         owned = self.overlay.merge("owned", self.sources.owned())
+        # The watch store and overlay key every category by Hashable: names for policies and nodes, ObjectKey for
+        # owned objects. Typing each category separately would split both classes; until then mypy sees Hashable.
         return Snapshot(policies=list(policies.values()), nodes=nodes, owned=owned)  # type: ignore[arg-type]
 
     async def reconcile_once(self) -> Plan:

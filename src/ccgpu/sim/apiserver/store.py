@@ -80,10 +80,11 @@ class Store:
         """JSON of an object; a stored object (never modified once stored) is serialized only once."""
         entry = self._json.get(id(obj))
         if entry is not None and entry[0] is obj:
-            if entry[1] is None:
-                entry = (obj, json.dumps(obj, separators=(",", ":")))
-                self._json[id(obj)] = entry
-            return entry[1]  # type: ignore[return-value]
+            text = entry[1]
+            if text is None:
+                text = json.dumps(obj, separators=(",", ":"))
+                self._json[id(obj)] = (obj, text)
+            return text
         return json.dumps(obj, separators=(",", ":"))
 
     # --- reads -------------------------------------------------------------------------------------
