@@ -171,7 +171,7 @@ class NvmlGpuAttester:
 
     def evidence(self, nonce: bytes) -> dict[str, Any]:
         try:
-            import pynvml  # type: ignore[import-not-found]
+            import pynvml
         except ImportError as e:
             raise AttesterError("GPU evidence needs NVML bindings: pip install nvidia-ml-py") from e
         pynvml.nvmlInit()
