@@ -437,7 +437,7 @@ def sim_host(
     if mounting and tree.exists():  # left by a server that died: the mount point is empty, so it is stale
         shutil.rmtree(tree)
     try:
-        built = simhost.SimulatedHost.create(tree, profile, **overrides)
+        built = simhost.SimulatedHost.create(tree, profile, fixtures=None, **overrides)
     except (ProfileError, simhost.SimHostError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

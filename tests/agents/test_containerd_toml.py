@@ -262,6 +262,17 @@ def test_adding_the_import_changes_one_line_and_keeps_comments_and_order() -> No
     assert after == before[:2] + ['imports = ["conf.d/ccgpu-kata.toml"]'] + before[2:]
 
 
+@pytest.mark.parametrize(
+    "text,edited",
+    [
+        ("version = 2\n", 'version = 2\nimports = ["conf.d/ccgpu-kata.toml"]\n'),  # version is the last line
+        ("version = 3 # v\n[x]\n", 'version = 3 # v\nimports = ["conf.d/ccgpu-kata.toml"]\n[x]\n'),
+    ],
+)
+def test_a_new_imports_key_goes_right_after_version(text: str, edited: str) -> None:
+    assert add_import(text, "conf.d/ccgpu-kata.toml", "main.toml") == edited
+
+
 def test_adding_to_an_existing_imports_list_appends_and_is_idempotent() -> None:
     text = 'version = 3\nimports = ["/etc/site/*.toml"] # site\n[x]\ny = 1\n'
     edited = add_import(text, "conf.d/ccgpu-kata.toml", "main.toml")

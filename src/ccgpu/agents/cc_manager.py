@@ -360,8 +360,8 @@ class CCManager:
                 if task in done:
                     task.result()  # raises what ended it
         finally:
-            for task in (watcher, retrier, stopper):
-                task.cancel()
+            for running in (watcher, retrier, stopper):
+                running.cancel()
             await asyncio.gather(watcher, retrier, stopper, return_exceptions=True)
 
     async def _reconcile_once(self) -> SwitchResult | None:

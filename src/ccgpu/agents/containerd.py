@@ -171,7 +171,7 @@ def _write_main(fs: Sysfs, paths: _Paths, data: bytes) -> None:
 
 def _missing_dirs(fs: Sysfs, host_path: str) -> list[str]:
     """The drop-in's parent directories that do not exist yet, outermost first (cleanup removes them)."""
-    missing = []
+    missing: list[str] = []
     parent = posixpath.dirname(host_path)
     while parent != "/" and not fs.exists(_rel(parent)):
         missing.insert(0, parent)

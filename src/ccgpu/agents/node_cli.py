@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TextIO
 
 import typer
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
@@ -48,18 +49,18 @@ class JsonLines(logging.Formatter):
         return json.dumps(entry, separators=(",", ":"))
 
 
-class _StderrHandler(logging.StreamHandler):
+class _StderrHandler(logging.StreamHandler[TextIO]):
     """Writes to whatever sys.stderr is at the time (so a CLI run in-process, as tests do, logs to its own)."""
 
     def __init__(self) -> None:
         super().__init__(sys.stderr)
 
     @property
-    def stream(self):  # type: ignore[override]
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
-    def stream(self, value) -> None:
+    def stream(self, value: TextIO) -> None:
         pass
 
 

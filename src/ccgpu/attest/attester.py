@@ -156,9 +156,8 @@ class SnpAttester:
         try:
             fcntl.ioctl(fd, SNP_GET_EXT_REPORT, arg)
         except OSError as e:
-            raise AttesterError(
-                f"SNP_GET_EXT_REPORT failed: {errno.errorcode.get(e.errno, e.errno)} (exitinfo2 {arg.exitinfo2:#x})"
-            ) from e
+            code = e.errno if e.errno is None else errno.errorcode.get(e.errno, e.errno)
+            raise AttesterError(f"SNP_GET_EXT_REPORT failed: {code} (exitinfo2 {arg.exitinfo2:#x})") from e
         finally:
             os.close(fd)
         return snp_report_from_response(resp.raw), parse_cert_table(certs.raw)
@@ -172,7 +171,7 @@ class NvmlGpuAttester:
 
     def evidence(self, nonce: bytes) -> dict[str, Any]:
         try:
-            import pynvml  # type: ignore[import-not-found]
+            import pynvml
         except ImportError as e:
             raise AttesterError("GPU evidence needs NVML bindings: pip install nvidia-ml-py") from e
         pynvml.nvmlInit()

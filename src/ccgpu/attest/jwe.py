@@ -43,7 +43,7 @@ def b64u_decode(text: str) -> bytes:
 
 def public_jwk(key: ec.EllipticCurvePublicKey, alg: str | None = ALG) -> dict[str, str]:
     """An EC public key as a JWK in the member order Trustee's guest sends (kty, crv, alg, x, y)."""
-    crv = {v[0].name: k for k, v in _CURVES.items()}[key.curve.name]
+    crv = {v[0]().name: k for k, v in _CURVES.items()}[key.curve.name]
     size = _CURVES[crv][1]
     nums = key.public_numbers()
     jwk: dict[str, str] = {"kty": "EC", "crv": crv}

@@ -30,7 +30,7 @@ class NvmlReadyState:
 
     def _nvml(self) -> Any:
         try:
-            import pynvml  # type: ignore[import-not-found]
+            import pynvml
         except ImportError as e:
             raise RuntimeError("the NVML ready-state backend needs nvidia-ml-py (pip install nvidia-ml-py)") from e
         pynvml.nvmlInit()

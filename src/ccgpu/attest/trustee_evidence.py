@@ -144,7 +144,11 @@ def snp_report_from_json(obj: dict) -> bytes:
 
     def triple(name: str) -> tuple[int, int, int]:
         v = _field(obj, name)
-        return tuple(_uint(_field(v, k, name), f"{name}.{k}", 8) for k in ("major", "minor", "build"))  # type: ignore[return-value]
+
+        def part(k: str) -> int:
+            return _uint(_field(v, k, name), f"{name}.{k}", 8)
+
+        return part("major"), part("minor"), part("build")
 
     current, committed = triple("current"), triple("committed")
     signature = _field(obj, "signature")

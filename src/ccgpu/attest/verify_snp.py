@@ -172,7 +172,7 @@ def _check_unsigned_tail(report: AttestationReport) -> None:
 
 
 def _check_tcb(ext: VekExtensions, tcb: TcbVersion, kind: SigningKey, generation: Generation) -> None:
-    pairs = [
+    pairs: list[tuple[str, int | None, str, int | None]] = [
         ("blSPL", ext.bl_spl, "bootloader", tcb.bootloader),
         ("teeSPL", ext.tee_spl, "tee", tcb.tee),
         ("snpSPL", ext.snp_spl, "snp", tcb.snp),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ccgpu.hw import catalog
 from ccgpu.hw.sysfs import PathEscapeError, Sysfs
@@ -16,6 +17,8 @@ from ccgpu.hw.sysfs import PathEscapeError, Sysfs
 _BDF_RE = re.compile(r"^(?:(?P<domain>[0-9a-fA-F]{4,8}):)?(?P<bus>[0-9a-fA-F]{2}):(?P<dev>[0-9a-fA-F]{2})\.(?P<fn>[0-7])")
 
 MAX_DEVICE = 0x1F
+
+T = TypeVar("T")
 
 
 class BDFError(ValueError):
@@ -216,9 +219,13 @@ class _DeviceReader:
     def _fail(self, name: str, problem: str) -> SysfsFormatError:
         return SysfsFormatError(f"PCI device {self.bdf}: {self.dir}/{name}: {problem}")
 
-    def attr(self, name: str, parse: Callable[[str], object], *, required: bool = True) -> object:
-        if not required and name not in self.entries:
+    def optional_attr(self, name: str, parse: Callable[[str], T]) -> T | None:
+        """`attr` for a file the kernel may not create: None when it is absent."""
+        if name not in self.entries:
             return None
+        return self.attr(name, parse)
+
+    def attr(self, name: str, parse: Callable[[str], T]) -> T:
         try:
             raw = self.fs.read_in(self.real, name)
         except FileNotFoundError:
@@ -246,7 +253,7 @@ class _DeviceReader:
             raise self._fail(name, "is not a symlink; the kernel makes it a link") from None
         return _link_basename(target)
 
-    def parsed_link(self, name: str, parse: Callable[[str], object]) -> object:
+    def parsed_link(self, name: str, parse: Callable[[str], T]) -> T | None:
         base = self.link(name)
         if base is None:
             return None
@@ -299,9 +306,9 @@ def read_device(fs: Sysfs, bdf: BDF | str) -> PCIDevice:
         revision=r.attr("revision", lambda t: parse_hex(t, 2)),
         modalias=r.attr("modalias", parse_modalias),
         driver=r.parsed_link("driver", parse_driver_name),
-        driver_override=r.attr("driver_override", parse_driver_override, required=False),
+        driver_override=r.optional_attr("driver_override", parse_driver_override),
         iommu_group=r.parsed_link("iommu_group", parse_iommu_group),
-        numa_node=r.attr("numa_node", parse_numa_node, required=False),
+        numa_node=r.optional_attr("numa_node", parse_numa_node),
         vfio_dev=r.vfio_dev(),
         physfn=r.parsed_link("physfn", BDF.parse),
         consumers=r.consumers(),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -20,6 +20,8 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.operators import in_
 from lightkube.resources.core_v1 import Event, Node, Pod
 from lightkube.types import PatchType
+
+from ccgpu.kube.meta import meta_of, name_of
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +37,9 @@ class NodeView:
 
 
 def _view(node: Node) -> NodeView:
-    meta = node.metadata
+    meta = meta_of(node)
     return NodeView(
-        name=meta.name,
+        name=name_of(node),
         labels=dict(meta.labels or {}),
         annotations=dict(meta.annotations or {}),
         resource_version=meta.resourceVersion,
@@ -59,8 +61,8 @@ class NodeHandle:
 
     async def patch(
         self,
-        labels: dict[str, str | None] | None = None,
-        annotations: dict[str, str | None] | None = None,
+        labels: Mapping[str, str | None] | None = None,
+        annotations: Mapping[str, str | None] | None = None,
     ) -> NodeView:
         """One merge patch of labels and annotations (None deletes a key): applied atomically by the server."""
         metadata: dict[str, object] = {}
@@ -79,7 +81,8 @@ class NodeHandle:
         async for pod in self.client.list(
             Pod, namespace="*", fields={"spec.nodeName": self.name}, labels={"app": in_(app_names)}
         ):
-            found.append(f"{pod.metadata.namespace}/{pod.metadata.name}")
+            meta = meta_of(pod)
+            found.append(f"{meta.namespace}/{meta.name}")
         return found
 
     async def event(self, type_: str, reason: str, message: str) -> None:
@@ -97,7 +100,7 @@ class NodeHandle:
             count=1,
         )
         try:
-            await self.client.create(ev, namespace=EVENT_NAMESPACE)
+            await self.client.create(ev)  # into its metadata.namespace
         except (ApiError, OSError) as e:
             log.warning("could not record event %s on node %s: %s", reason, self.name, e)
 

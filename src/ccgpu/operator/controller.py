@@ -110,6 +110,8 @@ class Controller:
         policies = self.overlay.merge("policies", self.sources.policies())
         nodes = self.overlay.merge("nodes", self.sources.nodes())
         owned = self.overlay.merge("owned", self.sources.owned())
+        # The watch store and overlay key every category by Hashable: names for policies and nodes, ObjectKey for
+        # owned objects. Typing each category separately would split both classes; until then mypy sees Hashable.
         return Snapshot(policies=list(policies.values()), nodes=nodes, owned=owned)  # type: ignore[arg-type]
 
     async def reconcile_once(self) -> Plan:
@@ -265,10 +267,16 @@ async def run(cfg: OperatorConfig, stop: asyncio.Event | None = None,
         await kopf_synced.wait()
         controller.synced.set()
 
+    def kopf_listed() -> None:  # both run on kopf's thread
+        loop.call_soon_threadsafe(kopf_synced.set)
+
+    def kopf_changed() -> None:
+        loop.call_soon_threadsafe(controller.trigger)
+
     registry = build_registry(
         store,
-        on_synced=lambda: loop.call_soon_threadsafe(kopf_synced.set),
-        on_change=lambda: loop.call_soon_threadsafe(controller.trigger),
+        on_synced=kopf_listed,
+        on_change=kopf_changed,
         connection=(lambda: connection_from_kubeconfig(kc)) if kc is not None else None,
     )
     kopf_thread = KopfThread(registry)
@@ -301,8 +309,10 @@ async def run(cfg: OperatorConfig, stop: asyncio.Event | None = None,
             if not kopf_thread.alive:
                 raise RuntimeError(f"kopf stopped: {kopf_thread.error}")  # exit non-zero: the pod restarts
             for t in tasks:
-                if t.done() and not t.cancelled() and t.exception() is not None:
-                    raise t.exception()
+                if t.done() and not t.cancelled():
+                    error = t.exception()
+                    if error is not None:
+                        raise error
     finally:
         stop.set()
         tasks[0].cancel()  # the node watch blocks on its stream

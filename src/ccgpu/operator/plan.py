@@ -195,7 +195,7 @@ def reconcile(snap: Snapshot, *, namespace: str, images: Images, now: str) -> Pl
         plan.writes.append(Write("status", policy_key(meta["name"]), status))
         old = (policy.get("status") or {})
         if old.get("state") != status["state"] or _reason(old) != _reason(status):
-            kind = "Normal" if status["state"] == "ready" else "Warning"
+            kind: Literal["Normal", "Warning"] = "Normal" if status["state"] == "ready" else "Warning"
             cond = status["conditions"][0]
             plan.events.append(Event(KIND, meta["name"], kind, cond["reason"], cond["message"]))
     return plan

@@ -194,7 +194,7 @@ def connection_from_kubeconfig(kc: Mapping[str, Any]) -> Any:
     ctx_name = kc.get("current-context") or kc["contexts"][0]["name"]
     ctx = next(c["context"] for c in kc["contexts"] if c["name"] == ctx_name)
     cluster = next(c["cluster"] for c in kc["clusters"] if c["name"] == ctx["cluster"])
-    user = next((u["user"] for u in kc.get("users", []) if u["name"] == ctx.get("user")), {})
+    user: Mapping[str, Any] = next((u["user"] for u in kc.get("users", []) if u["name"] == ctx.get("user")), {})
     ca = cluster.get("certificate-authority-data")
     return kopf.ConnectionInfo(
         server=cluster["server"],

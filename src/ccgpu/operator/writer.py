@@ -24,6 +24,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event as CoreEvent
 from lightkube.types import CascadeType, PatchType
 
+from ccgpu.kube.meta import meta_of
 from ccgpu.operator import policy
 from ccgpu.operator.desired import NFR_API_VERSION
 from ccgpu.operator.plan import Event, Write
@@ -82,6 +83,13 @@ def merge_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[s
     return out
 
 
+def _body(write: Write) -> Mapping[str, Any]:
+    """The body a create, replace, patch-node or status write carries (only a delete has none)."""
+    if write.body is None:
+        raise ValueError(f"a {write.verb} write of {write.key} needs a body; the plan gave none")
+    return write.body
+
+
 def _to_dict(obj: Any) -> dict[str, Any]:
     return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
 
@@ -100,7 +108,7 @@ class KubeWriter:
         ns = key.namespace or None
         if write.verb == "create":
             try:
-                made = await self.client.create(res.from_dict(dict(write.body)), field_manager=FIELD_MANAGER)
+                made = await self.client.create(res.from_dict(dict(_body(write))), field_manager=FIELD_MANAGER)
             except ApiError as e:
                 if e.status.code == 404:
                     raise NotServed(key.kind) from None
@@ -109,7 +117,8 @@ class KubeWriter:
                 made = await self.client.get(res, key.name, namespace=ns)  # someone (or our past self) made it
             return made.metadata.resourceVersion, _to_dict(made)
         if write.verb == "replace":
-            body = {**write.body, "metadata": {**write.body["metadata"],
+            obj = _body(write)
+            body = {**obj, "metadata": {**obj["metadata"],
                                                "resourceVersion": (actual or {}).get("metadata", {}).get(
                                                    "resourceVersion")}}
             made = await self.client.replace(res.from_dict(body), field_manager=FIELD_MANAGER)
@@ -122,15 +131,16 @@ class KubeWriter:
                     raise
             return (actual or {}).get("metadata", {}).get("resourceVersion"), None
         if write.verb == "patch-node":
-            node = await self.client.patch(Node, key.name, {"metadata": {"labels": dict(write.body)}},
+            node = await self.client.patch(Node, key.name, {"metadata": {"labels": dict(_body(write))}},
                                            patch_type=PatchType.MERGE, field_manager=FIELD_MANAGER)
-            return node.metadata.resourceVersion, dict(node.metadata.labels or {})
+            meta = meta_of(node)
+            return meta.resourceVersion, dict(meta.labels or {})
         if write.verb == "status":
             old = (actual or {}).get("status")
             patched = await self.client.patch(ClusterPolicy.Status, key.name,
-                                              {"status": merge_patch(old, dict(write.body))},
+                                              {"status": merge_patch(old, dict(_body(write)))},
                                               patch_type=PatchType.MERGE, field_manager=FIELD_MANAGER)
-            return patched.metadata.resourceVersion, _to_dict(patched)
+            return meta_of(patched).resourceVersion, _to_dict(patched)
         raise ValueError(f"unknown write verb {write.verb!r}")
 
     async def post_event(self, event: Event, uid: str | None = None) -> None:
@@ -150,6 +160,6 @@ class KubeWriter:
             reportingComponent=self.component,
         )
         try:
-            await self.client.create(ev, namespace=EVENTS_NAMESPACE)
+            await self.client.create(ev)  # into its metadata.namespace
         except ApiError as e:  # an Event is best effort: never fail a reconcile for it
             log.warning("could not post event %s on %s %s: %s", event.reason, event.kind, event.name, e)

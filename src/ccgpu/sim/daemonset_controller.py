@@ -202,7 +202,7 @@ class DaemonSetController:
 
         meta = ds["metadata"]
         template = ds["spec"]["template"]
-        body = {
+        body: dict[str, Any] = {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {
                 "name": pod_name(meta["name"], node), "namespace": meta["namespace"],

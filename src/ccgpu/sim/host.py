@@ -87,6 +87,8 @@ class SimulatedHost:
                     f"unknown host profile field(s) {', '.join(sorted(unknown))}; "
                     f"fields: {', '.join(HostProfile.__dataclass_fields__)}"
                 )
+            # Override values are the caller's, untyped by design (names are checked above, values by
+            # HostProfile.__post_init__), so mypy cannot match them to each field's type.
             hp = replace(hp, **overrides)  # type: ignore[arg-type]
         path = Path(root)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):

@@ -289,6 +289,8 @@ class HostOperations:
         return self._plain(path, os.lchown, uid, gid)
 
     def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
+        if times is None:  # "now", as touch(1) asks
+            return self._plain(path, lambda p: os.utime(p, follow_symlinks=False))
         return self._plain(path, lambda p: os.utime(p, ns=times, follow_symlinks=False))
 
     def symlink(self, target: str, source: str) -> int:

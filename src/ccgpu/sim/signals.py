@@ -103,7 +103,12 @@ class Signals:
                 fut = current[0] = loop.create_future()
                 for k in keys:
                     self._waiters.setdefault(k, set()).add(fut)
-                timer = loop.call_later(interval_s, lambda: fut.done() or fut.set_result(None))
+
+                def wake() -> None:
+                    if not fut.done():
+                        fut.set_result(None)
+
+                timer = loop.call_later(interval_s, wake)
                 try:
                     await fut
                 finally:

@@ -91,7 +91,7 @@ async def _run(opts: Options, workdir: Path) -> tuple[int, dict[str, Any]]:
             from ccgpu.sim.scenario import load, run_scenario
 
             scenario_results = await run_scenario(cluster, load(opts.scenario))
-        summary = {
+        summary: dict[str, Any] = {
             "ok": final.ok and all(s["ok"] for s in scenario_results),
             "converge_seconds": round(converged_s, 2),
             "outcomes": [{"what": o.what, "ok": o.ok, "detail": o.detail} for o in final.outcomes],

@@ -16,8 +16,12 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ccgpu.sim.signals import host_changed
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 STATE_DIR = ".sim"
 STATE_FILE = "state.json"
@@ -149,9 +153,9 @@ class HostState:
         return any(h.holds(dev) for h in self.holders)
 
 
-def _fields(obj: object) -> dict:
+def _fields(obj: DataclassInstance) -> dict:
     """A dataclass's fields as a shallow dict (its values are JSON types already)."""
-    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}  # type: ignore[attr-defined]
+    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
 
 
 def device_snapshot(dev: DeviceState) -> dict:

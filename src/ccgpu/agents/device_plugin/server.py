@@ -140,7 +140,10 @@ class ResourceServer(pb_grpc.DevicePluginServicer):
         seen = -1
         while True:
             async with self._changed:
-                await self._changed.wait_for(lambda seen=seen: self._version != seen)
+                def changed(since: int = seen) -> bool:  # bound now: `seen` moves on each pass
+                    return self._version != since
+
+                await self._changed.wait_for(changed)
                 seen = self._version
                 resp = self.list_response()
             yield resp

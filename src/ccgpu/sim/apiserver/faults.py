@@ -32,15 +32,18 @@ class Faults:
 
     def __init__(self, seed: int = 0):
         self.seed = seed
-        self.rng = random.Random(seed)
+        self.reset()
+
+    def reset(self, seed: int | None = None) -> None:
+        """No faults; the random stream starts over from `seed` (default: the one it had)."""
+        if seed is not None:
+            self.seed = seed
+        self.rng = random.Random(self.seed)
         self._errors: list[_Rule] = []
         self._delays: list[_Rule] = []
         self._drops: list[_Rule] = []
         self._gone: list[_Rule] = []
         self.injected = 0
-
-    def reset(self, seed: int | None = None) -> None:
-        self.__init__(self.seed if seed is None else seed)  # type: ignore[misc]
 
     def fail(self, verb: str = "*", resource: str = "*", *, rate: float = 1.0, code: int = 500,
              count: int | None = None) -> None:

@@ -179,7 +179,8 @@ def _smp_map(target: dict, patch: dict) -> dict:
         if value is None:
             result.pop(key, None)
         elif isinstance(value, dict):
-            result[key] = _smp_map(result.get(key) if isinstance(result.get(key), dict) else {}, value)
+            current = result.get(key)
+            result[key] = _smp_map(current if isinstance(current, dict) else {}, value)
             if value.get("$patch") == "delete":
                 result.pop(key, None)
         elif isinstance(value, list) and key in MERGE_KEYS and isinstance(result.get(key), list):

@@ -35,10 +35,12 @@ def _varint(buf: bytes, i: int) -> tuple[int, int]:
 
 def fields(buf: bytes) -> list[tuple[int, int, Any]]:
     """(field number, wire type, value) in order; length-delimited values are bytes."""
-    out, i = [], 0
+    out: list[tuple[int, int, Any]] = []
+    i = 0
     while i < len(buf):
         key, i = _varint(buf, i)
         num, wt = key >> 3, key & 7
+        v: int | bytes
         if wt == 0:
             v, i = _varint(buf, i)
         elif wt == 2:

@@ -40,7 +40,9 @@ _EXISTS_RE = re.compile(r"^\s*(!?)\s*([^\s!=,()]+)\s*$")
 
 def _split_top_level(text: str) -> list[str]:
     """Split on commas that are not inside parentheses."""
-    parts, depth, cur = [], 0, []
+    parts: list[str] = []
+    cur: list[str] = []
+    depth = 0
     for ch in text:
         if ch == "(":
             depth += 1

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from aiohttp import web
+from aiohttp import StreamReader, web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http import RawRequestMessage
 
 from . import discovery, errors, openapi, protobuf
 from .errors import ApiError
@@ -85,7 +87,8 @@ class ApiApp:
     def make_server(self) -> web.Server:
         """A low-level aiohttp server: every path goes to `handle`, which routes by itself (no router)."""
 
-        def request_factory(message, payload, protocol, writer, task):  # type: ignore[no-untyped-def]
+        def request_factory(message: RawRequestMessage, payload: StreamReader, protocol: web.RequestHandler,
+                            writer: AbstractStreamWriter, task: asyncio.Task[None]) -> web.BaseRequest:
             return web.BaseRequest(message, payload, protocol, writer, task, asyncio.get_running_loop(),
                                    client_max_size=MAX_BODY)
 
@@ -365,12 +368,12 @@ class ApiApp:
                     batch.append(watcher.queue.get_nowait())
                 chunks = []
                 closed = False
-                for ev in batch:
-                    if ev is None:
+                for queued in batch:
+                    if queued is None:
                         closed = True
                         break
-                    last_rv = ev.rv
-                    line = self._event_line(rt, ev, pred, table, q)
+                    last_rv = queued.rv
+                    line = self._event_line(rt, queued, pred, table, q)
                     if line:
                         chunks.append(line)
                         sent += 1
@@ -588,9 +591,7 @@ class ApiServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self._runner.addresses[0][1]  # (host, port) or, for IPv6, (host, port, flowinfo, scope)
         self.app_state.address = f"{self.host}:{self.port}"
         return self
 

@@ -126,14 +126,14 @@ def apply_merge(current: Any, config: Any, name: str = "") -> Any:
     if isinstance(config, list) and isinstance(current, list) and name in MERGE_KEYS:
         mk = MERGE_KEYS[name]
         if all(isinstance(x, dict) and mk in x for x in config + current):
-            out = [copy.deepcopy(x) for x in current]
+            merged = [copy.deepcopy(x) for x in current]
             for item in config:
-                idx = next((i for i, x in enumerate(out) if x[mk] == item[mk]), None)
+                idx = next((i for i, x in enumerate(merged) if x[mk] == item[mk]), None)
                 if idx is None:
-                    out.append(copy.deepcopy(item))
+                    merged.append(copy.deepcopy(item))
                 else:
-                    out[idx] = apply_merge(out[idx], item)
-            return out
+                    merged[idx] = apply_merge(merged[idx], item)
+            return merged
     if isinstance(config, list) and isinstance(current, list) and name in MERGE_SETS:
         return current + [x for x in config if x not in current]
     return copy.deepcopy(config)
@@ -277,7 +277,7 @@ def changed_paths(old: dict[str, Any], new: dict[str, Any], skip_status: bool,
         if k == "metadata":
             om, nm = old.get("metadata") or {}, new.get("metadata") or {}
             for mk in (om.keys() | nm.keys()) - _SKIP_META:
-                sub = ("f:metadata", f"f:{mk}")
+                sub: Path = ("f:metadata", f"f:{mk}")
                 if mk not in nm:
                     removed |= _leaves(om[mk], sub, mk)
                 elif mk not in om:

@@ -7,6 +7,7 @@ Everything runs on the server's event loop, so a commit (bump rv, store, log, no
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 from collections import deque
 from collections.abc import Iterable
@@ -79,10 +80,11 @@ class Store:
         """JSON of an object; a stored object (never modified once stored) is serialized only once."""
         entry = self._json.get(id(obj))
         if entry is not None and entry[0] is obj:
-            if entry[1] is None:
-                entry = (obj, json.dumps(obj, separators=(",", ":")))
-                self._json[id(obj)] = entry
-            return entry[1]  # type: ignore[return-value]
+            text = entry[1]
+            if text is None:
+                text = json.dumps(obj, separators=(",", ":"))
+                self._json[id(obj)] = (obj, text)
+            return text
         return json.dumps(obj, separators=(",", ":"))
 
     # --- reads -------------------------------------------------------------------------------------
@@ -146,7 +148,7 @@ class Store:
         self._log.clear()
 
     # --- watch -------------------------------------------------------------------------------------
-    def events_since(self, key: Key, rv: int) -> list[Event]:
+    def events_since(self, key: Key, rv: int) -> builtins.list[Event]:
         if rv < self.horizon:
             raise TooOld(rv, self.horizon + 1)
         return [e for e in self._log if e.rv > rv and e.key == key]

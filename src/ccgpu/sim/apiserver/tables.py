@@ -46,7 +46,7 @@ def age(ts: str | None, now: dt.datetime | None = None) -> str:
 
 def _node_status(o: dict) -> str:
     conds = {c.get("type"): c.get("status") for c in (o.get("status") or {}).get("conditions") or []}
-    ready = {"True": "Ready", "False": "NotReady"}.get(conds.get("Ready"), "Unknown")
+    ready = {"True": "Ready", "False": "NotReady"}.get(conds.get("Ready", ""), "Unknown")
     if (o.get("spec") or {}).get("unschedulable"):
         ready += ",SchedulingDisabled"
     return ready

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from .errors import field_cause
@@ -267,7 +267,7 @@ def _validate(value: Any, schema: Mapping[str, Any], path: str, causes: list, pr
                 _validate(item, items, f"{path}[{i}]", causes, pruned, value, i)
     if isinstance(value, dict):
         _apply_defaults(value, schema.get("properties") or {})
-    if isinstance(value, Mapping):
+    if isinstance(value, MutableMapping):  # decoded JSON: a dict, pruned in place
         props = schema.get("properties")
         addl = schema.get("additionalProperties")
         for k in list(value):

@@ -7,6 +7,7 @@ Transport-free: server.py turns HTTP into these calls and `ApiError`s into Statu
 from __future__ import annotations
 
 import base64
+import builtins
 import copy
 import datetime as dt
 import json
@@ -127,10 +128,11 @@ class Verbs:
                                       "consistent list result. You can start a new list without the continue "
                                       "parameter.") from None
             raise errors.gone(f"too old resource version: {rv} ({self.store.horizon + 1})") from None
-        selected, more = [], False
+        selected: builtins.list[dict[str, Any]] = []
+        more = False
         for obj in items:
-            meta = obj["metadata"]
-            if start_after is not None and (meta.get("namespace", ""), meta["name"]) <= start_after:
+            obj_meta = obj["metadata"]
+            if start_after is not None and (obj_meta.get("namespace", ""), obj_meta["name"]) <= start_after:
                 continue
             if not pred(obj):
                 continue
@@ -148,7 +150,7 @@ class Verbs:
     # --- create ------------------------------------------------------------------------------------
     def create(self, rt: ResourceType, ns: str, body: Any, *, dry_run: bool = False,
                field_manager: str | None = None, field_validation: str | None = None,
-               warnings: list[str] | None = None, _applied: bool = False) -> dict[str, Any]:
+               warnings: builtins.list[str] | None = None, _applied: bool = False) -> dict[str, Any]:
         obj = self._to_storage(rt, self._check_body(rt, ns, body))
         meta = obj["metadata"]
         if not meta.get("name") and meta.get("generateName"):
@@ -212,7 +214,7 @@ class Verbs:
     # --- update ------------------------------------------------------------------------------------
     def update(self, rt: ResourceType, ns: str, name: str, body: Any, *, subresource: str = "",
                dry_run: bool = False, field_manager: str | None = None, field_validation: str | None = None,
-               warnings: list[str] | None = None) -> dict[str, Any]:
+               warnings: builtins.list[str] | None = None) -> dict[str, Any]:
         old = self._existing(rt, ns, name)
         new = self._to_storage(rt, self._check_body(rt, ns, body))
         if new["metadata"].get("name") != name:
@@ -226,7 +228,7 @@ class Verbs:
 
     def _write(self, rt: ResourceType, old: dict[str, Any], new: dict[str, Any], subresource: str,
                dry_run: bool, field_manager: str | None, field_validation: str | None,
-               warnings: list[str] | None, record: bool = True,
+               warnings: builtins.list[str] | None, record: bool = True,
                bypass_immutability: bool = False) -> dict[str, Any]:
         """Commit `new` over `old` under the type's rules; a no-op write returns `old` unchanged."""
         old_meta = old["metadata"]
@@ -297,7 +299,7 @@ class Verbs:
     def patch(self, rt: ResourceType, ns: str, name: str, patch_type: str, body: Any, *,
               subresource: str = "", dry_run: bool = False, field_manager: str | None = None,
               force: bool = False, field_validation: str | None = None,
-              warnings: list[str] | None = None) -> dict[str, Any]:
+              warnings: builtins.list[str] | None = None) -> dict[str, Any]:
         key_ns = ns if rt.namespaced else ""
         old = self.store.get(rt.key, key_ns, name)
         if patch_type == APPLY:
@@ -338,7 +340,7 @@ class Verbs:
 
     def _apply(self, rt: ResourceType, ns: str, name: str, old: dict[str, Any] | None, body: Any,
                subresource: str, dry_run: bool, field_manager: str | None, force: bool,
-               field_validation: str | None, warnings: list[str] | None) -> dict[str, Any]:
+               field_validation: str | None, warnings: builtins.list[str] | None) -> dict[str, Any]:
         if not field_manager:
             raise errors.bad_request("PATCH request for server-side apply requires fieldManager; pass "
                                      "?fieldManager=<name>")
