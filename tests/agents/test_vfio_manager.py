@@ -216,3 +216,29 @@ async def test_on_stop_devices_are_unbound_only_when_the_node_left_vm_passthroug
         assert n.host.device(busy_vm_gpu).driver == "vfio-pci"  # a running VM keeps its GPU, always
         others = {n.host.device(b).driver for b in n.host.gpus()[1:]}
         assert others == ({None} if unbound else {"vfio-pci"})
+
+
+async def test_run_logs_a_device_that_keeps_failing_once_per_reason_not_every_pass(caplog):
+    """A GPU that cannot be bound is retried every pass (2 s in a pod); saying so each time floods the log."""
+    with host_tree() as host:
+        bad = host.gpus()[1]
+        reason = ["Device or resource busy"]
+
+        def fail(rel, value):
+            if rel.endswith("vfio-pci/bind") and value == bad:
+                raise OSError(16, reason[0])
+
+        mgr = VfioManager(FaultyFs(host.sysfs, fail))
+        stop = asyncio.Event()
+        passes = []
+        caplog.set_level("ERROR", logger="ccgpu.agents.vfio_manager")
+        task = asyncio.create_task(vfio_manager.run(mgr, stop, interval_s=0.01, on_pass=passes.append))
+        await eventually(lambda: len(passes) >= 4)
+        reason[0] = "Invalid argument"  # a new reason is news
+        seen = len(passes)
+        await eventually(lambda: len(passes) >= seen + 3)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        errors = [r.getMessage() for r in caplog.records if bad in r.getMessage()]
+        assert len(errors) == 2, errors
+        assert "Device or resource busy" in errors[0] and "Invalid argument" in errors[1]

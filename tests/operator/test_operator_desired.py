@@ -118,3 +118,18 @@ def test_runtime_class_handler_equals_name_with_overhead_and_cc_selectors(name, 
 def test_no_daemonsets_before_a_gpu_node_exists():
     objs = desired.desired_objects(DEFAULT, OWNER, "ccgpu", IMAGES, any_gpu_node=False)
     assert {k.kind for k in objs} == {"NodeFeatureRule"}
+
+
+@pytest.mark.parametrize("configure", [True, False])
+def test_the_kata_manager_gets_the_host_pid_namespace_exactly_when_it_restarts_containerd(configure):
+    """Both restart ways need it (nsenter --target 1 reaches the host's systemd; SIGHUP needs containerd's pid);
+    without a drop-in to write there is no restart, and no reason to share the host's PIDs."""
+    raw = default_policy()["spec"]
+    raw["kataManager"]["configureContainerd"] = configure
+    ds = _ds_by_name(parse_spec(raw))["nvidia-kata-manager"]
+    pod = ds["spec"]["template"]["spec"]
+    assert pod["hostPID"] is configure
+    assert ("--configure-containerd" in pod["containers"][0]["command"]) is configure
+    assert all(e["name"] != "CONFIGURE_CONTAINERD" for e in pod["containers"][0]["env"])  # nothing reads it
+    others = _ds_by_name(DEFAULT)
+    assert others["nvidia-cc-manager"]["spec"]["template"]["spec"]["hostPID"] is False

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ccgpu import labels
+from ccgpu.agents.pacing import Pace, sleep_or_stop
 from ccgpu.hw import pci
 from ccgpu.hw.pci import BDF, PCIDevice, is_vfio_driver
 from ccgpu.hw.platform import PlatformFacts, read_platform
@@ -266,8 +267,7 @@ class VfioManager:
             for d in [dev, *aux]:
                 self._move(d, driver)
             return Outcome(str(dev.bdf), "bound", driver, aux=tuple(str(a.bdf) for a in aux))
-        except (OSError, ValueError) as e:
-            log.error("bind %s failed: %s", dev.bdf, e)
+        except (OSError, ValueError) as e:  # reported by the caller: once per reason by `run`, by the CLI
             return Outcome(str(dev.bdf), "failed", dev.driver, error=str(e))
 
     def _move(self, dev: PCIDevice, driver: str) -> None:
@@ -352,28 +352,29 @@ async def run(
     node=None,
     interval_s: float = 2.0,
     on_pass: Callable[[Report], None] | None = None,
+    pace: Pace = sleep_or_stop,
 ) -> None:
     """Finish an interrupted change, then bind every managed device and keep doing so for devices that appear
-    (hot-plug, a GPU back on the bus), writing `vfio-pci-ready` only while all are on a vfio driver.
+    (hot-plug, a GPU back on the bus), writing `vfio-pci-ready` only while all are on a vfio driver. Between
+    passes it waits with `pace` (its interval; a caller that knows when the host changed returns earlier).
 
     On stop, devices stay bound (a VM may be using them: the upstream rollout bug) unless `node` (a NodeHandle)
     shows the node has left vm-passthrough; then they are unbound, except those a VM still holds open."""
     manager.resume()
+    failing: dict[str, str | None] = {}  # said once per device and reason, not on every pass
     while not stop.is_set():
         devices = manager.devices()
         report = await asyncio.to_thread(manager.bind, devices)
-        for o in report.outcomes:
-            if o.action == "bound":
-                log.info("bound %s to %s", o.bdf, o.driver)
-            elif not o.ok:
+        for o in report.outcomes:  # a bind is logged by the manager as it happens
+            if o.ok:
+                failing.pop(o.bdf, None)
+            elif failing.get(o.bdf, "") != o.error:
+                failing[o.bdf] = o.error
                 log.error("could not bind %s: %s", o.bdf, o.error)
         set_ready(manager.fs, report.ok and manager.all_on_vfio())
         if on_pass is not None:
             on_pass(report)
-        try:
-            await asyncio.wait_for(stop.wait(), interval_s)
-        except TimeoutError:
-            pass
+        await pace(stop, interval_s)
     set_ready(manager.fs, False)
     if node is not None and await node_left_passthrough(node):
         report = manager.unbind(manager.devices())

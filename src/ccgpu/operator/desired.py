@@ -98,8 +98,6 @@ def _agent_env(d: OperandDef, spec: ClusterPolicySpec) -> list[dict[str, Any]]:
         env.append(_env("DEFAULT_CC_MODE", spec.cc_manager.default_mode))
     elif d.spec_field == "vfio_manager":
         env.append(_env("BIND_NVSWITCHES", labels.bool_label(spec.vfio_manager.bind_nv_switches)))
-    elif d.spec_field == "kata_manager":
-        env.append(_env("CONFIGURE_CONTAINERD", labels.bool_label(spec.kata_manager.configure_containerd)))
     elif d.spec_field == "sandbox_device_plugin":
         env.append(_env("P_GPU_ALIAS", spec.sandbox_device_plugin.resource_alias))
         env.append(_env("NVSWITCH_ALIAS", spec.sandbox_device_plugin.nvswitch_alias))
@@ -129,6 +127,12 @@ def _volumes(d: OperandDef) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
     volumes = [{"name": n, "hostPath": {"path": p}} for n, p, _ in mounts]
     volume_mounts = [{"name": n, "mountPath": m} for n, _, m in mounts]
     return volumes, volume_mounts
+
+
+def _restarts_containerd(d: OperandDef, spec: ClusterPolicySpec) -> bool:
+    """The kata-manager restarts containerd after writing its drop-in, and both ways need the host's PID
+    namespace: `nsenter --target 1` (systemd) must reach the host's pid 1, SIGHUP must see containerd's pid."""
+    return d.agent == "kata-manager" and spec.kata_manager.configure_containerd
 
 
 def service_account(d: OperandDef) -> str:
@@ -181,7 +185,7 @@ def daemonset(d: OperandDef, spec: ClusterPolicySpec, owner: Owner, namespace: s
     if img.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": s} for s in img.image_pull_secrets]
     if d.privileged:
-        pod_spec["hostPID"] = d.agent is None  # NVIDIA's driver/toolkit need the host PID namespace
+        pod_spec["hostPID"] = d.agent is None or _restarts_containerd(d, spec)
     obj = {
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",

@@ -132,30 +132,18 @@ async def run_validator(ctx: AgentContext, stop: asyncio.Event) -> None:
 
 
 async def run_vfio_manager(ctx: AgentContext, stop: asyncio.Event) -> None:
-    """Bind the node's GPUs to vfio while it is a vm-passthrough node (idempotent passes)."""
-    from ccgpu.agents.vfio_manager import VfioManager
-    from ccgpu.sim.loop import every
+    """The production agent loop (`ccgpu agent vfio-manager`): resume an interrupted bind, bind, keep binding,
+    write `vfio-pci-ready`, and unbind on stop only if the node left vm-passthrough. Its DaemonSet runs only on
+    vm-passthrough nodes, so it needs no label check of its own."""
+    from ccgpu.agents import vfio_manager
 
     def no_modprobe(module: str) -> None:
         raise OSError(f"module {module} is not loaded and the simulated host cannot load modules")
 
-    mgr = VfioManager(_sysfs(ctx), include_nvswitches=ctx.env.get("BIND_NVSWITCHES") == "true",
-                      modprobe=no_modprobe)
-    node = _node_handle(ctx, "vfio-manager", cached_get=True)
-    reported: set[str] = set()
-
-    async def step() -> None:
-        view = await node.get()
-        if view.labels.get(labels.WORKLOAD_CONFIG) != labels.WorkloadConfig.VM_PASSTHROUGH:
-            return
-        report = await asyncio.to_thread(lambda: mgr.bind(mgr.devices()))
-        for o in report.failed():
-            msg = f"{o}"
-            if msg not in reported:
-                reported.add(msg)
-                log.warning("vfio-manager %s: %s", ctx.node, msg)
-
-    await every(ctx.interval_s, stop, step, f"vfio-manager {ctx.node}", pace=ctx.pace(node_key, state_key))
+    manager = vfio_manager.VfioManager(_sysfs(ctx), include_nvswitches=ctx.env.get("BIND_NVSWITCHES") == "true",
+                                       modprobe=no_modprobe)
+    await vfio_manager.run(manager, stop, node=_node_handle(ctx, "vfio-manager", cached_get=True),
+                           interval_s=ctx.interval_s, pace=ctx.pace(node_key, state_key))
 
 
 async def run_cc_manager(ctx: AgentContext, stop: asyncio.Event) -> None:
