@@ -89,13 +89,15 @@ def _env(name: str, value: str) -> dict[str, str]:
 
 
 def _agent_env(d: OperandDef, spec: ClusterPolicySpec) -> list[dict[str, Any]]:
-    env: list[dict[str, Any]] = [
-        {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
-        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-        _env("CCGPU_HOST_ROOT", "/host"),
-    ]
+    """The environment each agent reads (NVIDIA's names), nothing it ignores: tests/operator check it against
+    the variables each `ccgpu agent <name>` command declares."""
+    env: list[dict[str, Any]] = [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]
+    if d.agent in ("cc-manager", "validator", "vfio-manager"):  # the others take --host-root (_agent_args)
+        env.append(_env("HOST_ROOT", "/host"))
     if d.spec_field == "cc_manager":
         env.append(_env("DEFAULT_CC_MODE", spec.cc_manager.default_mode))
+    elif d.spec_field == "validator":
+        env.append(_env("DEFAULT_GPU_WORKLOAD_CONFIG", spec.sandbox_workloads.default_workload))
     elif d.spec_field == "vfio_manager":
         env.append(_env("BIND_NVSWITCHES", labels.bool_label(spec.vfio_manager.bind_nv_switches)))
     elif d.spec_field == "sandbox_device_plugin":

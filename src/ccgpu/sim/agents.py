@@ -127,7 +127,7 @@ async def run_validator(ctx: AgentContext, stop: asyncio.Event) -> None:
     from ccgpu.agents.validator import Validator
 
     v = Validator(_sysfs(ctx), _node_handle(ctx, "sandbox-validator", cached_get=True),
-                  default_workload=ctx.env.get("DEFAULT_WORKLOAD", "container"))
+                  default_workload=ctx.env.get("DEFAULT_GPU_WORKLOAD_CONFIG", "container"))
     await v.run(stop, interval_s=ctx.interval_s, pace=ctx.pace(node_key, state_key))  # labels, drivers
 
 
